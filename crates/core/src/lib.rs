@@ -1,0 +1,30 @@
+//! The domain types and traits of Prescient.
+//!
+//! Everything else in the workspace depends on this crate and on nothing else of ours:
+//! importers produce [`Event`]s, predictors turn them into [`Forecast`]s, the prefetch manager
+//! turns forecasts into loads from a [`Store`] and writes into a [`Cache`], and the consumer API
+//! reads through both. Time enters only through a [`Clock`], so the same code runs in wall-clock
+//! time in `serve` and in virtual time in `replay`.
+//!
+//! This crate knows nothing about Redis, SQL, brokers, files or neural networks.
+
+pub mod cache;
+pub mod entity;
+pub mod event;
+pub mod prediction;
+pub mod predictor;
+pub mod source;
+pub mod store;
+pub mod time;
+
+pub use cache::{Cache, CacheError, PutOutcome};
+pub use entity::{Entry, EntityKey, EntityRef, Version};
+pub use event::{Event, Mutation};
+pub use prediction::{Forecast, NextEvent, Prediction, Relation};
+pub use predictor::{Local, OnlineModel, PredictError, PredictRequest, Predictor};
+pub use source::{Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError};
+pub use store::{Store, StoreError, StoreWriter};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+
+/// A cheap-to-clone immutable string (inline up to 23 bytes), used for ids, kinds and types.
+pub use smol_str::SmolStr;

@@ -1,0 +1,182 @@
+//! The [`Predictor`] seam: local or remote, async, fallible, with a deadline.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::event::Event;
+use crate::prediction::Forecast;
+use crate::time::Timestamp;
+
+/// Why a prediction failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PredictError {
+    /// The predictor did not answer before the deadline.
+    #[error("predictor timed out")]
+    Timeout,
+    /// The predictor cannot be reached or is not ready.
+    #[error("predictor unavailable: {0}")]
+    Unavailable(String),
+    /// The predictor failed internally.
+    #[error("predictor failed: {0}")]
+    Internal(String),
+}
+
+/// One request to a predictor.
+#[derive(Debug, Clone, Copy)]
+pub struct PredictRequest<'a> {
+    /// The event that just happened.
+    pub event: &'a Event,
+    /// Whether the predictor should also learn from the event (the live stream does; `/predict`
+    /// and explanations do not).
+    pub learn: bool,
+    /// The time by which an answer is useful; a remote predictor gives up after it.
+    pub deadline: Option<Timestamp>,
+}
+
+impl<'a> PredictRequest<'a> {
+    /// A request that learns from `event` and has no deadline.
+    pub fn learning(event: &'a Event) -> Self {
+        PredictRequest { event, learn: true, deadline: None }
+    }
+}
+
+/// Predicts what follows an event: next event types and the entities they will touch.
+///
+/// Implementations may be in-process ([`Local`]) or remote (a replica set with failover).
+/// Callers wrap them in a circuit breaker: an error or a timeout is counted against the
+/// predictor, never propagated to consumers.
+#[async_trait]
+pub trait Predictor: Send + Sync + fmt::Debug {
+    /// A short name for logs and reports (`online`, `neural`, `ensemble`).
+    fn name(&self) -> &str;
+
+    /// Learns from `req.event` if asked, then predicts what follows it.
+    ///
+    /// # Errors
+    /// [`PredictError`] when the predictor cannot answer in time.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes may lose the learning step of this event,
+    /// never corrupt the model.
+    async fn predict(&self, req: PredictRequest<'_>) -> Result<Forecast, PredictError>;
+
+    /// Predicts for several events that arrived together, in order. Implementations that can
+    /// batch (a neural network) override this; the default calls [`Predictor::predict`] in turn.
+    async fn predict_batch(&self, reqs: &[PredictRequest<'_>]) -> Vec<Result<Forecast, PredictError>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            out.push(self.predict(*r).await);
+        }
+        out
+    }
+}
+
+/// A synchronous, in-process model that learns online. Wrap it in [`Local`] to get a [`Predictor`].
+pub trait OnlineModel: Send + fmt::Debug {
+    /// A short name for logs and reports.
+    fn name(&self) -> &str;
+    /// Learns from an event.
+    fn observe(&mut self, event: &Event);
+    /// Predicts what follows `event`, given everything observed so far.
+    fn forecast(&mut self, event: &Event) -> Forecast;
+}
+
+impl<M: OnlineModel + ?Sized> OnlineModel for Box<M> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn observe(&mut self, event: &Event) {
+        (**self).observe(event)
+    }
+    fn forecast(&mut self, event: &Event) -> Forecast {
+        (**self).forecast(event)
+    }
+}
+
+/// An [`OnlineModel`] served in-process as a [`Predictor`]. Its futures are always ready.
+#[derive(Debug)]
+pub struct Local<M> {
+    model: Mutex<M>,
+    name: String,
+}
+
+impl<M: OnlineModel> Local<M> {
+    /// Serves `model`.
+    pub fn new(model: M) -> Self {
+        let name = model.name().to_owned();
+        Local { model: Mutex::new(model), name }
+    }
+
+    /// Runs `f` with the model locked (for snapshots and explanations).
+    pub fn with_model<R>(&self, f: impl FnOnce(&mut M) -> R) -> Result<R, PredictError> {
+        let mut m = self.model.lock().map_err(|_| PredictError::Internal("model lock poisoned".into()))?;
+        Ok(f(&mut m))
+    }
+
+    /// Replaces the model (hot swap); returns the old one. Events in flight finish on the old one.
+    pub fn swap(&self, model: M) -> Result<M, PredictError> {
+        self.with_model(|m| std::mem::replace(m, model))
+    }
+
+    /// Learns and predicts synchronously; what [`Predictor::predict`] does, without a future.
+    pub fn predict_now(&self, req: PredictRequest<'_>) -> Result<Forecast, PredictError> {
+        self.with_model(|m| {
+            if req.learn {
+                m.observe(req.event);
+            }
+            m.forecast(req.event)
+        })
+    }
+}
+
+#[async_trait]
+impl<M: OnlineModel> Predictor for Local<M> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn predict(&self, req: PredictRequest<'_>) -> Result<Forecast, PredictError> {
+        self.predict_now(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::EntityRef;
+    use futures::FutureExt;
+
+    #[derive(Debug, Default)]
+    struct Counter(usize);
+
+    impl OnlineModel for Counter {
+        fn name(&self) -> &str {
+            "counter"
+        }
+        fn observe(&mut self, _: &Event) {
+            self.0 += 1;
+        }
+        fn forecast(&mut self, e: &Event) -> Forecast {
+            let mut f = Forecast::default();
+            f.next.push(crate::prediction::NextEvent {
+                event_type: format!("seen-{}", self.0).into(),
+                probability: 1.0,
+                expected_at: e.time,
+            });
+            f
+        }
+    }
+
+    #[test]
+    fn local_is_always_ready_and_learns_only_when_asked() {
+        let p = Local::new(Counter::default());
+        let e = Event::new("e", "t", Timestamp::EPOCH).with_entity(EntityRef::new("k", "1"));
+        let f = p.predict(PredictRequest::learning(&e)).now_or_never().unwrap().unwrap();
+        assert_eq!(f.top().unwrap().event_type, "seen-1");
+        let req = PredictRequest { event: &e, learn: false, deadline: None };
+        let f = p.predict(req).now_or_never().unwrap().unwrap();
+        assert_eq!(f.top().unwrap().event_type, "seen-1");
+    }
+}
