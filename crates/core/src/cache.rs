@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::entity::{Entry, EntityKey, Version};
+use crate::entity::{EntityKey, Entry, Version};
 
 /// Why a cache operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +74,12 @@ pub trait Cache: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// [`CacheError`] when the backend fails.
-    async fn put(&self, key: &EntityKey, entry: Entry, ttl: Duration) -> Result<PutOutcome, CacheError>;
+    async fn put(
+        &self,
+        key: &EntityKey,
+        entry: Entry,
+        ttl: Duration,
+    ) -> Result<PutOutcome, CacheError>;
 
     /// Declares that `key` now has at least version `min_version`: removes any older entry and
     /// refuses older writes from now on (for at least as long as entries live).

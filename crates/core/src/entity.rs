@@ -20,7 +20,10 @@ pub struct EntityKey {
 impl EntityKey {
     /// A key from a kind and an id.
     pub fn new(kind: impl Into<SmolStr>, id: impl Into<SmolStr>) -> Self {
-        EntityKey { kind: kind.into(), id: id.into() }
+        EntityKey {
+            kind: kind.into(),
+            id: id.into(),
+        }
     }
 }
 
@@ -52,7 +55,11 @@ pub struct EntityRef {
 impl EntityRef {
     /// A reference without a role.
     pub fn new(kind: impl Into<SmolStr>, id: impl Into<SmolStr>) -> Self {
-        EntityRef { kind: kind.into(), id: id.into(), role: None }
+        EntityRef {
+            kind: kind.into(),
+            id: id.into(),
+            role: None,
+        }
     }
 
     /// The same reference with a role.
@@ -63,12 +70,17 @@ impl EntityRef {
 
     /// The entity's key.
     pub fn key(&self) -> EntityKey {
-        EntityKey { kind: self.kind.clone(), id: self.id.clone() }
+        EntityKey {
+            kind: self.kind.clone(),
+            id: self.id.clone(),
+        }
     }
 }
 
 /// A version of an entity. Versions of one entity only grow; a larger version is newer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Version(pub u64);
 
@@ -100,6 +112,9 @@ pub struct Entry {
 impl Entry {
     /// An entry from a version and data.
     pub fn new(version: Version, data: impl Into<Bytes>) -> Self {
-        Entry { version, data: data.into() }
+        Entry {
+            version,
+            data: data.into(),
+        }
     }
 }

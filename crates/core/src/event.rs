@@ -66,7 +66,10 @@ impl Event {
 
     /// The value of an attribute, if present.
     pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -84,7 +87,10 @@ pub struct Mutation {
 impl Mutation {
     /// The written entity's key.
     pub fn key(&self) -> EntityKey {
-        EntityKey { kind: self.kind.clone(), id: self.id.clone() }
+        EntityKey {
+            kind: self.kind.clone(),
+            id: self.id.clone(),
+        }
     }
 }
 
@@ -98,7 +104,13 @@ mod tests {
         let e: Event = serde_json::from_str(line).unwrap();
         assert_eq!(e.event_type, "place order");
         assert_eq!(e.entities[0].role.as_deref(), Some("order"));
-        assert_eq!(e.distinct_keys(), vec![EntityKey::new("orders", "o-1"), EntityKey::new("customers", "c-7")]);
+        assert_eq!(
+            e.distinct_keys(),
+            vec![
+                EntityKey::new("orders", "o-1"),
+                EntityKey::new("customers", "c-7")
+            ]
+        );
         assert_eq!(e.mutations[0].version, Version(1));
         let back: Event = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back, e);

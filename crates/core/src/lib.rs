@@ -18,11 +18,13 @@ pub mod store;
 pub mod time;
 
 pub use cache::{Cache, CacheError, PutOutcome};
-pub use entity::{Entry, EntityKey, EntityRef, Version};
+pub use entity::{EntityKey, EntityRef, Entry, Version};
 pub use event::{Event, Mutation};
 pub use prediction::{Forecast, NextEvent, Prediction, Relation};
-pub use predictor::{Local, OnlineModel, PredictError, PredictRequest, Predictor};
-pub use source::{Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError};
+pub use predictor::{Local, Observe, OnlineModel, PredictError, PredictRequest, Predictor};
+pub use source::{
+    Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError,
+};
 pub use store::{Store, StoreError, StoreWriter};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 

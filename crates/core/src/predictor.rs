@@ -28,9 +28,8 @@ pub enum PredictError {
 pub struct PredictRequest<'a> {
     /// The event that just happened.
     pub event: &'a Event,
-    /// Whether the predictor should also learn from the event (the live stream does; `/predict`
-    /// and explanations do not).
-    pub learn: bool,
+    /// What the predictor does with the event besides predicting.
+    pub observe: Observe,
     /// The time by which an answer is useful; a remote predictor gives up after it.
     pub deadline: Option<Timestamp>,
 }
@@ -38,8 +37,23 @@ pub struct PredictRequest<'a> {
 impl<'a> PredictRequest<'a> {
     /// A request that learns from `event` and has no deadline.
     pub fn learning(event: &'a Event) -> Self {
-        PredictRequest { event, learn: true, deadline: None }
+        PredictRequest {
+            event,
+            observe: Observe::Learn,
+            deadline: None,
+        }
     }
+}
+
+/// What a model does with an event it is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Observe {
+    /// Update the context (the entities' recent history) and learn statistics: the live stream.
+    Learn,
+    /// Update the context only: scoring held-out data, where learning would be cheating.
+    Track,
+    /// Neither: what-if queries (`/predict`, `explain`).
+    Skip,
 }
 
 /// Predicts what follows an event: next event types and the entities they will touch.
@@ -52,7 +66,7 @@ pub trait Predictor: Send + Sync + fmt::Debug {
     /// A short name for logs and reports (`online`, `neural`, `ensemble`).
     fn name(&self) -> &str;
 
-    /// Learns from `req.event` if asked, then predicts what follows it.
+    /// Observes `req.event` as `req.observe` says, then predicts what follows it.
     ///
     /// # Errors
     /// [`PredictError`] when the predictor cannot answer in time.
@@ -64,7 +78,10 @@ pub trait Predictor: Send + Sync + fmt::Debug {
 
     /// Predicts for several events that arrived together, in order. Implementations that can
     /// batch (a neural network) override this; the default calls [`Predictor::predict`] in turn.
-    async fn predict_batch(&self, reqs: &[PredictRequest<'_>]) -> Vec<Result<Forecast, PredictError>> {
+    async fn predict_batch(
+        &self,
+        reqs: &[PredictRequest<'_>],
+    ) -> Vec<Result<Forecast, PredictError>> {
         let mut out = Vec::with_capacity(reqs.len());
         for r in reqs {
             out.push(self.predict(*r).await);
@@ -77,8 +94,9 @@ pub trait Predictor: Send + Sync + fmt::Debug {
 pub trait OnlineModel: Send + fmt::Debug {
     /// A short name for logs and reports.
     fn name(&self) -> &str;
-    /// Learns from an event.
-    fn observe(&mut self, event: &Event);
+    /// Updates the context with `event` and, for [`Observe::Learn`], learns from it.
+    /// [`Observe::Skip`] is never passed here.
+    fn observe(&mut self, event: &Event, mode: Observe);
     /// Predicts what follows `event`, given everything observed so far.
     fn forecast(&mut self, event: &Event) -> Forecast;
 }
@@ -87,8 +105,8 @@ impl<M: OnlineModel + ?Sized> OnlineModel for Box<M> {
     fn name(&self) -> &str {
         (**self).name()
     }
-    fn observe(&mut self, event: &Event) {
-        (**self).observe(event)
+    fn observe(&mut self, event: &Event, mode: Observe) {
+        (**self).observe(event, mode)
     }
     fn forecast(&mut self, event: &Event) -> Forecast {
         (**self).forecast(event)
@@ -106,12 +124,18 @@ impl<M: OnlineModel> Local<M> {
     /// Serves `model`.
     pub fn new(model: M) -> Self {
         let name = model.name().to_owned();
-        Local { model: Mutex::new(model), name }
+        Local {
+            model: Mutex::new(model),
+            name,
+        }
     }
 
     /// Runs `f` with the model locked (for snapshots and explanations).
     pub fn with_model<R>(&self, f: impl FnOnce(&mut M) -> R) -> Result<R, PredictError> {
-        let mut m = self.model.lock().map_err(|_| PredictError::Internal("model lock poisoned".into()))?;
+        let mut m = self
+            .model
+            .lock()
+            .map_err(|_| PredictError::Internal("model lock poisoned".into()))?;
         Ok(f(&mut m))
     }
 
@@ -123,8 +147,8 @@ impl<M: OnlineModel> Local<M> {
     /// Learns and predicts synchronously; what [`Predictor::predict`] does, without a future.
     pub fn predict_now(&self, req: PredictRequest<'_>) -> Result<Forecast, PredictError> {
         self.with_model(|m| {
-            if req.learn {
-                m.observe(req.event);
+            if req.observe != Observe::Skip {
+                m.observe(req.event, req.observe);
             }
             m.forecast(req.event)
         })
@@ -155,8 +179,10 @@ mod tests {
         fn name(&self) -> &str {
             "counter"
         }
-        fn observe(&mut self, _: &Event) {
-            self.0 += 1;
+        fn observe(&mut self, _: &Event, mode: Observe) {
+            if mode == Observe::Learn {
+                self.0 += 1;
+            }
         }
         fn forecast(&mut self, e: &Event) -> Forecast {
             let mut f = Forecast::default();
@@ -173,9 +199,17 @@ mod tests {
     fn local_is_always_ready_and_learns_only_when_asked() {
         let p = Local::new(Counter::default());
         let e = Event::new("e", "t", Timestamp::EPOCH).with_entity(EntityRef::new("k", "1"));
-        let f = p.predict(PredictRequest::learning(&e)).now_or_never().unwrap().unwrap();
+        let f = p
+            .predict(PredictRequest::learning(&e))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
         assert_eq!(f.top().unwrap().event_type, "seen-1");
-        let req = PredictRequest { event: &e, learn: false, deadline: None };
+        let req = PredictRequest {
+            event: &e,
+            observe: Observe::Skip,
+            deadline: None,
+        };
         let f = p.predict(req).now_or_never().unwrap().unwrap();
         assert_eq!(f.top().unwrap().event_type, "seen-1");
     }

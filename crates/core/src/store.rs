@@ -5,7 +5,7 @@ use std::fmt;
 use async_trait::async_trait;
 use smol_str::SmolStr;
 
-use crate::entity::{Entry, EntityKey};
+use crate::entity::{EntityKey, Entry};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,14 +35,20 @@ pub trait Store: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// [`StoreError`] when the whole batch fails.
-    async fn load_batch(&self, kind: &str, ids: &[SmolStr]) -> Result<Vec<Option<Entry>>, StoreError>;
+    async fn load_batch(
+        &self,
+        kind: &str,
+        ids: &[SmolStr],
+    ) -> Result<Vec<Option<Entry>>, StoreError>;
 
     /// Loads one entity.
     ///
     /// # Errors
     /// [`StoreError`] when the load fails.
     async fn load(&self, key: &EntityKey) -> Result<Option<Entry>, StoreError> {
-        let mut v = self.load_batch(&key.kind, std::slice::from_ref(&key.id)).await?;
+        let mut v = self
+            .load_batch(&key.kind, std::slice::from_ref(&key.id))
+            .await?;
         Ok(v.pop().flatten())
     }
 }

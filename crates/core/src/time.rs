@@ -61,7 +61,11 @@ impl Timestamp {
     /// The duration from `earlier` to `self`, or zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> Duration {
         let d = self.0.saturating_sub(earlier.0);
-        if d <= 0 { Duration::ZERO } else { Duration::from_micros(d as u64) }
+        if d <= 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(d as u64)
+        }
     }
 
     /// Signed seconds from `earlier` to `self`.
@@ -96,7 +100,11 @@ impl fmt::Debug for Timestamp {
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.to_datetime() {
-            Some(dt) => write!(f, "{}", dt.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            Some(dt) => write!(
+                f,
+                "{}",
+                dt.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
             None => write!(f, "@{}us", self.0),
         }
     }
@@ -202,7 +210,13 @@ mod tests {
         assert_eq!(c.now(), Timestamp::from_secs(10));
         c.advance(Duration::from_millis(2));
         assert_eq!(c.now(), Timestamp::from_micros(10_002_000));
-        assert_eq!(c.now().since(Timestamp::from_secs(10)), Duration::from_millis(2));
-        assert_eq!(Timestamp::from_secs(1).since(Timestamp::from_secs(2)), Duration::ZERO);
+        assert_eq!(
+            c.now().since(Timestamp::from_secs(10)),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            Timestamp::from_secs(1).since(Timestamp::from_secs(2)),
+            Duration::ZERO
+        );
     }
 }

@@ -1,0 +1,44 @@
+//! `prescient`: the command-line entry point. Parses arguments, calls the subcommand's `run`,
+//! and maps the result to an exit code. Everything else lives in the library crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Predictive prefetching for event-driven systems.
+///
+/// Prescient watches an event stream, predicts which entities the next events will touch,
+/// and loads them into a cache before consumers ask.
+#[derive(Debug, Parser)]
+#[command(name = "prescient", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    // Each subcommand lives in its own module under `cmd/`; add one line here per subcommand.
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {};
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
