@@ -1,0 +1,679 @@
+//! The planner: the prefetch manager's decisions, free of I/O and of wall-clock time.
+//!
+//! The planner is told about predictions, reads and load outcomes, each with the current time,
+//! and answers with the batches to load now. Its drivers do the I/O: the tokio driver in
+//! [`crate::runtime`] for `serve`, and the virtual-time simulator in `prescient-replay`. Both run
+//! the same decisions, so a replay measures the code that production runs.
+//!
+//! What it decides:
+//! - **Threshold.** Predictions below the confidence threshold are dropped.
+//! - **Just in time.** A read expected at `t` is loaded at `t - lead`, not now.
+//! - **One plan per entity.** A newer prediction for an entity replaces the pending one.
+//! - **Skips.** At load time, entities cached with a current entry that is still usable at the
+//!   expected read, and entities already being loaded (by a prefetch or a consumer miss), are skipped.
+//! - **Priority.** Among due loads, higher confidence goes first, then earlier expected use.
+//! - **Limits.** At most `max_in_flight` prefetched entities in flight, and a [`Budget`] on
+//!   extra store load.
+//! - **Batches.** Due loads are grouped by entity kind, up to `batch_size` each.
+//! - **Retries.** A failed load is retried with exponential backoff and jitter, a bounded
+//!   number of times, and only while its window is open.
+//! - **TTL.** A prefetched entry lives until the end of its predicted window (plus slack),
+//!   within `[min_ttl, max_ttl]`.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::Duration;
+
+use prescient_core::{EntityKey, SmolStr, Timestamp};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rustc_hash::FxHashMap;
+
+use crate::budget::{Budget, BudgetConfig};
+use crate::retry::RetryConfig;
+
+/// A key the planner can schedule: an entity identity with a kind to batch by.
+pub trait PlanKey: Clone + Eq + Hash + Ord + Debug {
+    /// The batch key: loads of one kind go to the store together.
+    type Kind: Clone + Eq + Hash + Debug;
+    /// This entity's kind.
+    fn kind(&self) -> Self::Kind;
+}
+
+impl PlanKey for EntityKey {
+    type Kind = SmolStr;
+    fn kind(&self) -> SmolStr {
+        self.kind.clone()
+    }
+}
+
+/// Planner settings. See the module docs for what each one does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannerConfig {
+    /// The least confidence worth a prefetch.
+    pub threshold: f32,
+    /// How long before the expected read a prefetch is loaded.
+    pub lead: Duration,
+    /// Due loads up to this far in the future are issued together, to fill batches.
+    pub batch_window: Duration,
+    /// Predictions expected further out than this are dropped.
+    pub horizon: Duration,
+    /// The most prefetched entities in flight at once.
+    pub max_in_flight: usize,
+    /// The most entities in one batch.
+    pub batch_size: usize,
+    /// The most pending predictions kept; further ones are dropped.
+    pub max_pending: usize,
+    /// The shortest TTL given to a prefetched entry.
+    pub min_ttl: Duration,
+    /// The longest TTL given to a prefetched entry (the data-age limit).
+    pub max_ttl: Duration,
+    /// Extra time added after the predicted window's end.
+    pub ttl_slack: Duration,
+    /// The budget on extra store load.
+    pub budget: BudgetConfig,
+    /// Retries of failed loads.
+    pub retry: RetryConfig,
+    /// Seed of the jitter generator (replays are deterministic).
+    pub seed: u64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            threshold: 0.5,
+            lead: Duration::from_millis(20),
+            batch_window: Duration::from_millis(5),
+            horizon: Duration::from_secs(7 * 24 * 3600),
+            max_in_flight: 512,
+            batch_size: 64,
+            max_pending: 1_000_000,
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(3600),
+            ttl_slack: Duration::from_secs(1),
+            budget: BudgetConfig::default(),
+            retry: RetryConfig::default(),
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// A prediction offered to the planner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer<K> {
+    /// The entity.
+    pub key: K,
+    /// Probability that it is read inside the window.
+    pub confidence: f32,
+    /// The expected read.
+    pub expected_at: Timestamp,
+    /// The end of the window.
+    pub latest: Timestamp,
+}
+
+/// Who started a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The prefetcher.
+    Prefetch,
+    /// A consumer read that missed.
+    Demand,
+}
+
+/// Identifies one load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LoadId(pub u64);
+
+/// A load in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// The load.
+    pub id: LoadId,
+    /// Who started it.
+    pub origin: Origin,
+    /// When it started.
+    pub started: Timestamp,
+}
+
+/// One entity of a prefetch batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem<K> {
+    /// The entity.
+    pub key: K,
+    /// Its load id (registered as in flight).
+    pub load: LoadId,
+    /// The prediction's confidence.
+    pub confidence: f32,
+    /// The expected read.
+    pub expected_at: Timestamp,
+    /// The end of the predicted window.
+    pub latest: Timestamp,
+    /// Attempts so far, this one included.
+    pub attempt: u32,
+}
+
+/// Entities of one kind to load together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch<K: PlanKey> {
+    /// The kind.
+    pub kind: K::Kind,
+    /// The entities.
+    pub items: Vec<BatchItem<K>>,
+}
+
+/// Counters of what the planner did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlannerStats {
+    /// Predictions offered.
+    pub offered: u64,
+    /// Offers below the threshold.
+    pub below_threshold: u64,
+    /// Offers expected beyond the horizon or already past.
+    pub out_of_horizon: u64,
+    /// Offers that replaced a pending plan for the same entity.
+    pub replaced: u64,
+    /// Offers dropped because the pending set was full.
+    pub dropped_full: u64,
+    /// Due plans skipped because the entity was cached and fresh.
+    pub skipped_cached: u64,
+    /// Due plans skipped because the entity was already being loaded.
+    pub skipped_in_flight: u64,
+    /// Plans dropped because their window closed before they could be loaded.
+    pub expired: u64,
+    /// Times a due plan waited for budget.
+    pub budget_waits: u64,
+    /// Prefetch loads issued (retries included).
+    pub issued: u64,
+    /// Batches issued.
+    pub batches: u64,
+    /// Prefetch loads that succeeded.
+    pub loaded: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// Prefetch loads that failed for good.
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Plan {
+    seq: u64,
+    due: Timestamp,
+    confidence: f32,
+    expected_at: Timestamp,
+    latest: Timestamp,
+    attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Timed<K> {
+    due: Timestamp,
+    seq: u64,
+    key: K,
+}
+
+#[derive(Debug, Clone)]
+struct Ready<K> {
+    confidence: f32,
+    expected_at: Timestamp,
+    seq: u64,
+    key: K,
+}
+
+impl<K: Eq> PartialEq for Ready<K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl<K: Eq> Eq for Ready<K> {}
+impl<K: Eq> PartialOrd for Ready<K> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<K: Eq> Ord for Ready<K> {
+    /// Higher confidence first, then earlier expected use, then older plans.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.confidence
+            .total_cmp(&other.confidence)
+            .then_with(|| other.expected_at.cmp(&self.expected_at))
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+/// The prefetch planner. See the module docs.
+#[derive(Debug)]
+pub struct Planner<K: PlanKey> {
+    cfg: PlannerConfig,
+    seq: u64,
+    pending: FxHashMap<K, Plan>,
+    timeline: BinaryHeap<Reverse<Timed<K>>>,
+    ready: BinaryHeap<Ready<K>>,
+    in_flight: FxHashMap<K, InFlight>,
+    prefetches_in_flight: usize,
+    next_load: u64,
+    budget: Budget,
+    rng: SmallRng,
+    stats: PlannerStats,
+}
+
+impl<K: PlanKey> Planner<K> {
+    /// A planner with no plans.
+    pub fn new(cfg: PlannerConfig) -> Self {
+        let budget = Budget::new(cfg.budget);
+        let rng = SmallRng::seed_from_u64(cfg.seed);
+        Planner {
+            cfg,
+            seq: 0,
+            pending: FxHashMap::default(),
+            timeline: BinaryHeap::new(),
+            ready: BinaryHeap::new(),
+            in_flight: FxHashMap::default(),
+            prefetches_in_flight: 0,
+            next_load: 0,
+            budget,
+            rng,
+            stats: PlannerStats::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PlannerConfig {
+        &self.cfg
+    }
+
+    /// What the planner has done so far.
+    pub fn stats(&self) -> &PlannerStats {
+        &self.stats
+    }
+
+    /// Plans waiting to be loaded.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Loads in flight (prefetches and consumer misses).
+    pub fn in_flight_len(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Offers a prediction made at `now`.
+    pub fn offer(&mut self, now: Timestamp, offer: Offer<K>) {
+        self.stats.offered += 1;
+        if offer.confidence < self.cfg.threshold || offer.confidence.is_nan() {
+            self.stats.below_threshold += 1;
+            return;
+        }
+        if offer.latest < now || offer.expected_at.since(now) > self.cfg.horizon {
+            self.stats.out_of_horizon += 1;
+            return;
+        }
+        let due = offer.expected_at.minus(self.cfg.lead).max(now);
+        self.seq += 1;
+        let plan = Plan {
+            seq: self.seq,
+            due,
+            confidence: offer.confidence,
+            expected_at: offer.expected_at,
+            latest: offer.latest.max(offer.expected_at),
+            attempt: 0,
+        };
+        match self.pending.get_mut(&offer.key) {
+            Some(old) => {
+                self.stats.replaced += 1;
+                *old = plan;
+            }
+            None => {
+                if self.pending.len() >= self.cfg.max_pending {
+                    self.stats.dropped_full += 1;
+                    return;
+                }
+                self.pending.insert(offer.key.clone(), plan);
+            }
+        }
+        self.timeline.push(Reverse(Timed { due, seq: self.seq, key: offer.key }));
+        self.compact();
+    }
+
+    /// Drops the pending plan of `key`, if any.
+    pub fn forget(&mut self, key: &K) {
+        self.pending.remove(key);
+    }
+
+    /// Rebuilds the heaps when replaced plans have left too many dead entries in them.
+    fn compact(&mut self) {
+        let live = self.pending.len();
+        if self.timeline.len() + self.ready.len() > 2 * live + 4096 {
+            self.timeline = self
+                .pending
+                .iter()
+                .map(|(k, p)| Reverse(Timed { due: p.due, seq: p.seq, key: k.clone() }))
+                .collect();
+            self.ready.clear();
+        }
+    }
+
+    /// The earliest time at which [`Planner::poll`] may have new work, if any. Plans that are
+    /// due but wait for budget or a free slot are retried on the next poll (drivers poll after
+    /// every read and every finished load).
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.timeline.peek().map(|t| t.0.due.minus(self.cfg.batch_window))
+    }
+
+    /// Whether due plans are waiting for budget or a free slot.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// A consumer read happened: earns budget.
+    pub fn on_read(&mut self) {
+        self.budget.on_read();
+    }
+
+    /// The load in flight for `key`, if any.
+    pub fn in_flight(&self, key: &K) -> Option<&InFlight> {
+        self.in_flight.get(key)
+    }
+
+    /// Registers a consumer miss's load of `key`, unless one is in flight already.
+    /// Returns the load to wait for, and whether it is new.
+    pub fn begin_demand(&mut self, now: Timestamp, key: &K) -> (InFlight, bool) {
+        if let Some(f) = self.in_flight.get(key) {
+            return (*f, false);
+        }
+        let f = InFlight { id: self.new_load(), origin: Origin::Demand, started: now };
+        self.in_flight.insert(key.clone(), f);
+        (f, true)
+    }
+
+    /// A consumer miss's load of `key` finished (successfully or not).
+    pub fn end_demand(&mut self, key: &K, load: LoadId) {
+        if self.in_flight.get(key).is_some_and(|f| f.id == load) {
+            self.in_flight.remove(key);
+        }
+    }
+
+    fn new_load(&mut self) -> LoadId {
+        self.next_load += 1;
+        LoadId(self.next_load)
+    }
+
+    /// The batches to load at `now`. `is_fresh(key, at)` says whether the cache holds a current
+    /// entry of `key` that will still be usable at `at`; such entities are skipped.
+    pub fn poll(&mut self, now: Timestamp, is_fresh: &mut dyn FnMut(&K, Timestamp) -> bool) -> Vec<Batch<K>> {
+        let horizon = now.plus(self.cfg.batch_window);
+        while let Some(Reverse(t)) = self.timeline.peek() {
+            if t.due > horizon {
+                break;
+            }
+            let Some(Reverse(t)) = self.timeline.pop() else { break };
+            if let Some(p) = self.pending.get(&t.key).filter(|p| p.seq == t.seq) {
+                self.ready.push(Ready { confidence: p.confidence, expected_at: p.expected_at, seq: p.seq, key: t.key });
+            }
+        }
+        let mut by_kind: Vec<Batch<K>> = Vec::new();
+        while self.prefetches_in_flight < self.cfg.max_in_flight {
+            let Some((key, seq)) = self.ready.peek().map(|r| (r.key.clone(), r.seq)) else { break };
+            let Some(plan) = self.pending.get(&key).filter(|p| p.seq == seq).cloned() else {
+                self.ready.pop();
+                continue;
+            };
+            if plan.latest < now {
+                self.ready.pop();
+                self.pending.remove(&key);
+                self.stats.expired += 1;
+                continue;
+            }
+            if self.in_flight.contains_key(&key) {
+                self.ready.pop();
+                self.pending.remove(&key);
+                self.stats.skipped_in_flight += 1;
+                continue;
+            }
+            if is_fresh(&key, plan.expected_at.max(now)) {
+                self.ready.pop();
+                self.pending.remove(&key);
+                self.stats.skipped_cached += 1;
+                continue;
+            }
+            if !self.budget.try_spend(now) {
+                self.stats.budget_waits += 1;
+                break;
+            }
+            let Some(r) = self.ready.pop() else { break };
+            self.pending.remove(&r.key);
+            let load = self.new_load();
+            self.in_flight.insert(r.key.clone(), InFlight { id: load, origin: Origin::Prefetch, started: now });
+            self.prefetches_in_flight += 1;
+            self.stats.issued += 1;
+            let item = BatchItem {
+                key: r.key,
+                load,
+                confidence: plan.confidence,
+                expected_at: plan.expected_at,
+                latest: plan.latest,
+                attempt: plan.attempt + 1,
+            };
+            let kind = item.key.kind();
+            match by_kind.iter_mut().find(|b| b.kind == kind && b.items.len() < self.cfg.batch_size) {
+                Some(b) => b.items.push(item),
+                None => by_kind.push(Batch { kind, items: vec![item] }),
+            }
+        }
+        self.stats.batches += by_kind.len() as u64;
+        by_kind
+    }
+
+    /// The TTL for a prefetched entry filled at `now` whose predicted window ends at `latest`.
+    pub fn ttl_for(&self, now: Timestamp, latest: Timestamp) -> Duration {
+        latest.since(now).saturating_add(self.cfg.ttl_slack).clamp(self.cfg.min_ttl, self.cfg.max_ttl)
+    }
+
+    /// A prefetch load finished. On success, returns the TTL to cache the entry with.
+    /// On failure, a transient error is retried with backoff while attempts and the window last.
+    pub fn complete(&mut self, now: Timestamp, item: &BatchItem<K>, result: Result<(), Failure>) -> Option<Duration> {
+        if self.in_flight.get(&item.key).is_some_and(|f| f.id == item.load) {
+            self.in_flight.remove(&item.key);
+        }
+        self.prefetches_in_flight = self.prefetches_in_flight.saturating_sub(1);
+        match result {
+            Ok(()) => {
+                self.stats.loaded += 1;
+                Some(self.ttl_for(now, item.latest))
+            }
+            Err(f) => {
+                let retry_at = now.plus(self.cfg.retry.delay(item.attempt, &mut self.rng));
+                let retryable = f == Failure::Transient
+                    && item.attempt < self.cfg.retry.max_attempts
+                    && retry_at <= item.latest
+                    && !self.pending.contains_key(&item.key);
+                if retryable {
+                    self.stats.retries += 1;
+                    self.seq += 1;
+                    let plan = Plan {
+                        seq: self.seq,
+                        due: retry_at,
+                        confidence: item.confidence,
+                        expected_at: item.expected_at,
+                        latest: item.latest,
+                        attempt: item.attempt,
+                    };
+                    tracing::debug!(message = "Prefetch failed; retrying.", entity = ?item.key, attempt = item.attempt, retry_in_ms = retry_at.since(now).as_millis() as u64);
+                    self.pending.insert(item.key.clone(), plan);
+                    self.timeline.push(Reverse(Timed { due: retry_at, seq: self.seq, key: item.key.clone() }));
+                } else {
+                    self.stats.failed += 1;
+                    tracing::debug!(message = "Prefetch failed; giving up.", entity = ?item.key, attempt = item.attempt);
+                }
+                None
+            }
+        }
+    }
+}
+
+/// How a load failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Worth retrying (the store was unavailable or timed out).
+    Transient,
+    /// Not worth retrying.
+    Permanent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl PlanKey for (u8, u32) {
+        type Kind = u8;
+        fn kind(&self) -> u8 {
+            self.0
+        }
+    }
+
+    fn ms(v: i64) -> Timestamp {
+        Timestamp::from_millis(v)
+    }
+
+    fn offer(key: (u8, u32), conf: f32, at: i64) -> Offer<(u8, u32)> {
+        Offer { key, confidence: conf, expected_at: ms(at), latest: ms(at + 1000) }
+    }
+
+    fn cfg() -> PlannerConfig {
+        PlannerConfig {
+            lead: Duration::from_millis(10),
+            batch_window: Duration::ZERO,
+            budget: BudgetConfig { per_read: 1.0, per_second: 0.0, burst: 100.0 },
+            retry: RetryConfig { max_attempts: 3, base: Duration::from_millis(5), max: Duration::from_millis(50), jitter: 0.0 },
+            ..PlannerConfig::default()
+        }
+    }
+
+    fn keys(batches: &[Batch<(u8, u32)>]) -> Vec<(u8, u32)> {
+        batches.iter().flat_map(|b| b.items.iter().map(|i| i.key)).collect()
+    }
+
+    #[test]
+    fn loads_just_in_time_not_now() {
+        let mut p = Planner::new(cfg());
+        p.offer(ms(0), offer((0, 1), 0.9, 100));
+        assert!(p.poll(ms(0), &mut |_, _| false).is_empty());
+        assert_eq!(p.next_due(), Some(ms(90)));
+        assert!(p.poll(ms(89), &mut |_, _| false).is_empty());
+        assert_eq!(keys(&p.poll(ms(90), &mut |_, _| false)), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn threshold_and_horizon_filter() {
+        let mut p = Planner::new(PlannerConfig { threshold: 0.5, horizon: Duration::from_secs(1), ..cfg() });
+        p.offer(ms(0), offer((0, 1), 0.49, 10));
+        p.offer(ms(0), offer((0, 2), 0.9, 5_000));
+        assert_eq!(p.pending_len(), 0);
+        assert_eq!(p.stats().below_threshold, 1);
+        assert_eq!(p.stats().out_of_horizon, 1);
+    }
+
+    #[test]
+    fn newer_offer_replaces_the_pending_one() {
+        let mut p = Planner::new(cfg());
+        p.offer(ms(0), offer((0, 1), 0.9, 100));
+        p.offer(ms(1), offer((0, 1), 0.8, 500));
+        assert!(p.poll(ms(100), &mut |_, _| false).is_empty());
+        assert_eq!(keys(&p.poll(ms(490), &mut |_, _| false)), vec![(0, 1)]);
+        assert_eq!(p.stats().replaced, 1);
+    }
+
+    #[test]
+    fn skips_cached_and_in_flight() {
+        let mut p = Planner::new(cfg());
+        let (_, new) = p.begin_demand(ms(0), &(0, 2));
+        assert!(new);
+        p.offer(ms(0), offer((0, 1), 0.9, 10));
+        p.offer(ms(0), offer((0, 2), 0.9, 10));
+        let b = p.poll(ms(0), &mut |k, _| *k == (0, 1));
+        assert!(b.is_empty());
+        assert_eq!(p.stats().skipped_cached, 1);
+        assert_eq!(p.stats().skipped_in_flight, 1);
+        // And a demand load joins nothing twice.
+        let (_, again) = p.begin_demand(ms(1), &(0, 2));
+        assert!(!again);
+    }
+
+    #[test]
+    fn priority_batches_and_concurrency() {
+        let mut p = Planner::new(PlannerConfig { max_in_flight: 2, batch_size: 8, ..cfg() });
+        p.offer(ms(0), offer((0, 1), 0.6, 10));
+        p.offer(ms(0), offer((1, 2), 0.95, 10));
+        p.offer(ms(0), offer((0, 3), 0.9, 10));
+        let b = p.poll(ms(0), &mut |_, _| false);
+        assert_eq!(keys(&b), vec![(1, 2), (0, 3)]);
+        assert_eq!(b.len(), 2, "one batch per kind");
+        // The third waits for a slot.
+        assert!(p.poll(ms(1), &mut |_, _| false).is_empty());
+        let item = b[0].items[0].clone();
+        assert!(p.complete(ms(2), &item, Ok(())).is_some());
+        assert_eq!(keys(&p.poll(ms(2), &mut |_, _| false)), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn budget_caps_extra_load() {
+        let mut p = Planner::new(PlannerConfig { budget: BudgetConfig { per_read: 1.0, per_second: 0.0, burst: 1.0 }, ..cfg() });
+        p.offer(ms(0), offer((0, 1), 0.9, 10));
+        p.offer(ms(0), offer((0, 2), 0.8, 10));
+        assert_eq!(keys(&p.poll(ms(0), &mut |_, _| false)), vec![(0, 1)]);
+        assert!(p.poll(ms(1), &mut |_, _| false).is_empty());
+        p.on_read();
+        assert_eq!(keys(&p.poll(ms(2), &mut |_, _| false)), vec![(0, 2)]);
+        assert!(p.stats().budget_waits >= 1);
+    }
+
+    #[test]
+    fn retries_with_backoff_then_gives_up() {
+        let mut p = Planner::new(cfg());
+        p.offer(ms(0), offer((0, 1), 0.9, 10));
+        let b = p.poll(ms(0), &mut |_, _| false);
+        let item = b[0].items[0].clone();
+        assert_eq!(p.complete(ms(1), &item, Err(Failure::Transient)), None);
+        assert_eq!(p.next_due(), Some(ms(6)));
+        let b = p.poll(ms(6), &mut |_, _| false);
+        let item = b[0].items[0].clone();
+        assert_eq!(item.attempt, 2);
+        p.complete(ms(7), &item, Err(Failure::Transient));
+        let b = p.poll(ms(17), &mut |_, _| false);
+        let item = b[0].items[0].clone();
+        assert_eq!(item.attempt, 3);
+        p.complete(ms(18), &item, Err(Failure::Transient));
+        assert!(p.poll(ms(1000), &mut |_, _| false).is_empty());
+        assert_eq!(p.stats().retries, 2);
+        assert_eq!(p.stats().failed, 1);
+        // Permanent failures are not retried.
+        p.offer(ms(1000), offer((0, 5), 0.9, 1010));
+        let b = p.poll(ms(1000), &mut |_, _| false);
+        p.complete(ms(1001), &b[0].items[0], Err(Failure::Permanent));
+        assert_eq!(p.stats().failed, 2);
+        assert_eq!(p.pending_len(), 0);
+    }
+
+    #[test]
+    fn ttl_covers_the_window_within_bounds() {
+        let p: Planner<(u8, u32)> = Planner::new(PlannerConfig {
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(60),
+            ttl_slack: Duration::from_secs(1),
+            ..cfg()
+        });
+        assert_eq!(p.ttl_for(ms(0), ms(10_000)), Duration::from_secs(11));
+        assert_eq!(p.ttl_for(ms(0), ms(0)), Duration::from_secs(1));
+        assert_eq!(p.ttl_for(ms(0), ms(1_000_000)), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn late_plans_expire() {
+        let mut p = Planner::new(PlannerConfig { budget: BudgetConfig { per_read: 0.0, per_second: 0.0, burst: 0.0 }, ..cfg() });
+        p.offer(ms(0), offer((0, 1), 0.9, 10));
+        assert!(p.poll(ms(0), &mut |_, _| false).is_empty());
+        assert!(p.poll(ms(5_000), &mut |_, _| false).is_empty());
+        assert_eq!(p.stats().expired, 1);
+    }
+}
