@@ -1,0 +1,224 @@
+//! The model artifact: a directory with `model.safetensors` (the weights) and `meta.json`
+//! (format version, vocabulary, feature settings and statistics, shape, calibration, training log
+//! hash and validation metrics).
+//!
+//! Loading checks the format and version, then every tensor's name and shape against what the
+//! metadata implies, so a corrupt or mismatched artifact fails with an error naming the file
+//! and the problem instead of predicting garbage.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
+
+use crate::error::NeuralError;
+use crate::features::{FeatureSpec, Vocab};
+use crate::model::{ModelInfo, NeuralModel};
+use crate::net::Arch;
+
+/// The `format` field of `meta.json`.
+pub const FORMAT: &str = "prescient-neural";
+/// The artifact format version this crate reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The weights file inside an artifact directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The metadata file inside an artifact directory.
+pub const META_FILE: &str = "meta.json";
+
+/// The contents of `meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The artifact format version.
+    pub format_version: u32,
+    /// The recurrent cell (`gru`).
+    pub cell: String,
+    /// The event types, in token order.
+    pub vocabulary: Vec<SmolStr>,
+    /// The feature settings and normalisation statistics.
+    pub features: FeatureSpec,
+    /// The network's shape.
+    pub arch: Arch,
+    /// The softmax temperature chosen on validation data.
+    pub temperature: f32,
+    /// How many next types a forecast lists.
+    pub top_k: usize,
+    /// Training log hash and validation metrics.
+    #[serde(flatten)]
+    pub info: ModelInfo,
+}
+
+fn artifact_err(path: &Path, problem: impl Into<String>) -> NeuralError {
+    NeuralError::Artifact {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NeuralError + '_ {
+    move |source| NeuralError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl NeuralModel {
+    /// The metadata that [`NeuralModel::save`] writes.
+    pub fn meta(&self) -> Meta {
+        Meta {
+            format: FORMAT.to_owned(),
+            format_version: FORMAT_VERSION,
+            cell: "gru".to_owned(),
+            vocabulary: self.vocab.types().to_vec(),
+            features: self.spec.clone(),
+            arch: self.net.arch(),
+            temperature: self.temperature,
+            top_k: self.top_k,
+            info: self.info.clone(),
+        }
+    }
+
+    /// Writes the artifact into `dir` (created if missing): `model.safetensors` and `meta.json`.
+    ///
+    /// # Errors
+    /// [`NeuralError::Io`] when a file cannot be written, [`NeuralError::Tensor`] when the
+    /// weights cannot be serialised.
+    pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), NeuralError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let weights = dir.join(WEIGHTS_FILE);
+        candle_core::safetensors::save(&self.weights, &weights)?;
+        let meta = dir.join(META_FILE);
+        let json = serde_json::to_vec_pretty(&self.meta())
+            .map_err(|e| artifact_err(&meta, format!("cannot serialise: {e}")))?;
+        std::fs::write(&meta, json).map_err(io_err(&meta))?;
+        Ok(())
+    }
+
+    /// Reads an artifact written by [`NeuralModel::save`].
+    ///
+    /// # Errors
+    /// [`NeuralError::Io`] when a file is missing or unreadable; [`NeuralError::Artifact`], naming
+    /// the file, when `meta.json` is not valid metadata, the format or version differs, the
+    /// weights are not valid safetensors, or a tensor is missing, extra or of the wrong shape
+    /// for the vocabulary and sizes in `meta.json`.
+    pub fn load(dir: impl AsRef<Path>) -> Result<NeuralModel, NeuralError> {
+        let dir = dir.as_ref();
+        let meta_path = dir.join(META_FILE);
+        let text = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
+        let probe: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| artifact_err(&meta_path, format!("not valid JSON: {e}")))?;
+        if probe.get("format").and_then(|v| v.as_str()) != Some(FORMAT) {
+            return Err(artifact_err(
+                &meta_path,
+                format!("not a {FORMAT} artifact (the \"format\" field is missing or different)"),
+            ));
+        }
+        let version = probe.get("format_version").and_then(|v| v.as_u64());
+        if version != Some(u64::from(FORMAT_VERSION)) {
+            return Err(artifact_err(
+                &meta_path,
+                format!(
+                    "format version {} is not supported; this build reads version {FORMAT_VERSION}",
+                    version.map_or_else(|| "(missing)".to_owned(), |v| v.to_string())
+                ),
+            ));
+        }
+        let meta: Meta = serde_json::from_value(probe)
+            .map_err(|e| artifact_err(&meta_path, format!("invalid metadata: {e}")))?;
+        if meta.cell != "gru" {
+            return Err(artifact_err(
+                &meta_path,
+                format!("unknown cell {:?}; this build knows \"gru\"", meta.cell),
+            ));
+        }
+        let vocab = Vocab::new(meta.vocabulary.iter().cloned());
+        if vocab.len() != meta.vocabulary.len() {
+            return Err(artifact_err(
+                &meta_path,
+                "the vocabulary has duplicate types",
+            ));
+        }
+        if vocab.len() != meta.arch.vocab {
+            return Err(artifact_err(
+                &meta_path,
+                format!(
+                    "vocabulary mismatch: {} types listed but the network has {}",
+                    vocab.len(),
+                    meta.arch.vocab
+                ),
+            ));
+        }
+        if !(meta.temperature.is_finite() && meta.temperature > 0.0) {
+            return Err(artifact_err(&meta_path, "temperature must be positive"));
+        }
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&weights_path).map_err(io_err(&weights_path))?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+            artifact_err(
+                &weights_path,
+                format!("not a valid safetensors file (truncated or corrupt?): {e}"),
+            )
+        })?;
+        check_shapes(&tensors, meta.arch, &weights_path, &meta_path)?;
+        NeuralModel::assemble(
+            vocab,
+            meta.features,
+            meta.arch,
+            tensors,
+            meta.temperature,
+            meta.info,
+            meta.top_k.max(1),
+        )
+    }
+}
+
+fn check_shapes(
+    tensors: &HashMap<String, Tensor>,
+    arch: Arch,
+    weights_path: &PathBuf,
+    meta_path: &Path,
+) -> Result<(), NeuralError> {
+    let expected = arch.tensor_shapes();
+    for (name, shape) in &expected {
+        let Some(t) = tensors.get(name) else {
+            return Err(artifact_err(
+                weights_path,
+                format!("tensor {name} is missing"),
+            ));
+        };
+        if t.dims() != shape.as_slice() {
+            return Err(artifact_err(
+                weights_path,
+                format!(
+                    "tensor {name} has shape {:?} but {} implies {:?} (vocabulary of {} types, hidden {}, embedding {}): the files do not belong together",
+                    t.dims(),
+                    meta_path.display(),
+                    shape,
+                    arch.vocab,
+                    arch.hidden,
+                    arch.embed_dim
+                ),
+            ));
+        }
+        if t.dtype() != candle_core::DType::F32 {
+            return Err(artifact_err(
+                weights_path,
+                format!("tensor {name} is {:?}, expected f32", t.dtype()),
+            ));
+        }
+    }
+    if let Some(extra) = tensors
+        .keys()
+        .find(|k| !expected.iter().any(|(n, _)| n == *k))
+    {
+        return Err(artifact_err(
+            weights_path,
+            format!("unexpected tensor {extra}: the network in meta.json has no such layer"),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! The neural sequence predictor of Prescient.
+//!
+//! A GRU reads each case's event history — event-type embeddings plus time features (log1p
+//! seconds since the previous event and since the case start, time of day, weekday, position) —
+//! and predicts the next event type (or the end of the case) and the time until it. It is
+//! trained on the CPU with candle ([`NeuralModel::train`]), calibrated by temperature scaling on
+//! validation cases, saved as safetensors plus `meta.json` ([`NeuralModel::save`],
+//! [`NeuralModel::load`]), and served three ways: batched over explicit contexts
+//! ([`NeuralModel::predict_batch`]), as an [`OnlineModel`](prescient_core::OnlineModel) that
+//! follows a stream ([`NeuralPredictor`]), and as a batching, hot-swappable
+//! [`Predictor`](prescient_core::Predictor) ([`NeuralServer`]).
+//!
+//! The network is never trained online; entities are left to the relational model.
+
+pub mod artifact;
+pub mod config;
+pub mod error;
+pub mod features;
+pub mod model;
+pub mod net;
+pub mod online;
+pub mod progress;
+pub mod server;
+pub mod train;
+
+pub use artifact::{FORMAT_VERSION, Meta};
+pub use config::{NeuralConfig, TrainProgress, TrainReport};
+pub use error::NeuralError;
+pub use model::{ModelInfo, NeuralModel, NextTypeDistribution};
+pub use online::{ContextStore, NeuralPredictor, case_key};
+pub use progress::ProgressBarReporter;
+pub use server::NeuralServer;
+pub use train::hash_cases;

@@ -1,0 +1,309 @@
+//! [`NeuralModel`]: a trained network with its vocabulary, feature statistics and calibration,
+//! and its batched predictions ([`NeuralModel::predict_batch`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use prescient_core::Event;
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
+
+use crate::config::TrainReport;
+use crate::error::NeuralError;
+use crate::features::{Encoded, FeatureSpec, N_FEATURES, Vocab, encode_context};
+use crate::net::{Arch, Net};
+
+/// Contexts per forward pass inside [`NeuralModel::predict_batch`].
+const CHUNK: usize = 256;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A trained next-event network, ready to predict. Cheap to share behind an `Arc`; a clone
+/// shares the weights.
+#[derive(Debug, Clone)]
+pub struct NeuralModel {
+    pub(crate) id: u64,
+    pub(crate) vocab: Vocab,
+    pub(crate) types: Arc<[SmolStr]>,
+    pub(crate) spec: FeatureSpec,
+    pub(crate) net: Net,
+    pub(crate) weights: HashMap<String, Tensor>,
+    pub(crate) temperature: f32,
+    pub(crate) info: ModelInfo,
+    pub(crate) top_k: usize,
+}
+
+/// What is known about how a model was trained; saved in `meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// sha256 (hex) of the training log, as computed by [`NeuralModel::train`] or given by the caller.
+    pub training_log_hash: String,
+    /// The training run's report (validation metrics, epochs, time).
+    pub report: TrainReport,
+}
+
+/// The network's answer for one context: calibrated probabilities of the next event type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextTypeDistribution {
+    types: Arc<[SmolStr]>,
+    /// Probability of each known type (in vocabulary order) being next, given that the case
+    /// goes on; sums to 1.
+    pub probabilities: Vec<f32>,
+    /// Probability that the case ends here.
+    pub end_of_case: f32,
+    /// Expected seconds until the next event.
+    pub expected_seconds: f64,
+}
+
+impl NextTypeDistribution {
+    /// The vocabulary, in the order of [`NextTypeDistribution::probabilities`].
+    pub fn types(&self) -> &[SmolStr] {
+        &self.types
+    }
+
+    /// The `k` most likely next types with their probabilities, most likely first
+    /// (ties in vocabulary order).
+    pub fn top(&self, k: usize) -> Vec<(SmolStr, f32)> {
+        let mut idx: Vec<usize> = (0..self.probabilities.len()).collect();
+        idx.sort_by(|&a, &b| {
+            self.probabilities[b]
+                .total_cmp(&self.probabilities[a])
+                .then(a.cmp(&b))
+        });
+        idx.into_iter()
+            .take(k)
+            .filter_map(|i| Some((self.types.get(i)?.clone(), self.probabilities[i])))
+            .collect()
+    }
+
+    /// The most likely next type, never end of case.
+    pub fn argmax(&self) -> Option<&SmolStr> {
+        let mut best: Option<(usize, f32)> = None;
+        for (i, &p) in self.probabilities.iter().enumerate() {
+            if best.is_none_or(|(_, b)| p > b) {
+                best = Some((i, p));
+            }
+        }
+        best.and_then(|(i, _)| self.types.get(i))
+    }
+
+    /// The probability of `event_type` being next (0 for unknown types).
+    pub fn probability(&self, event_type: &str) -> f32 {
+        self.types
+            .iter()
+            .position(|t| t == event_type)
+            .and_then(|i| self.probabilities.get(i).copied())
+            .unwrap_or(0.0)
+    }
+}
+
+/// The hidden state of a case after its last event: one vector per GRU layer.
+pub(crate) type CaseState = Vec<Vec<f32>>;
+
+/// One event to advance a case's state by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepInput {
+    pub token: u32,
+    pub features: [f32; N_FEATURES],
+}
+
+impl NeuralModel {
+    pub(crate) fn assemble(
+        vocab: Vocab,
+        spec: FeatureSpec,
+        arch: Arch,
+        weights: HashMap<String, Tensor>,
+        temperature: f32,
+        info: ModelInfo,
+        top_k: usize,
+    ) -> Result<NeuralModel, NeuralError> {
+        let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
+        let net = Net::new(arch, vb)?;
+        let types: Arc<[SmolStr]> = vocab.types().to_vec().into();
+        Ok(NeuralModel {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            vocab,
+            types,
+            spec,
+            net,
+            weights,
+            temperature,
+            info,
+            top_k,
+        })
+    }
+
+    /// The event types the model knows, in output order.
+    pub fn vocabulary(&self) -> &[SmolStr] {
+        self.vocab.types()
+    }
+
+    /// The network's shape.
+    pub fn arch(&self) -> Arch {
+        self.net.arch()
+    }
+
+    /// The feature settings and normalisation statistics.
+    pub fn features(&self) -> &FeatureSpec {
+        &self.spec
+    }
+
+    /// The calibration temperature.
+    pub fn temperature(&self) -> f32 {
+        self.temperature
+    }
+
+    /// How the model was trained.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Replaces the training log hash (when the caller hashes the log file itself).
+    pub fn set_training_log_hash(&mut self, hash: impl Into<String>) {
+        self.info.training_log_hash = hash.into();
+    }
+
+    /// How many next types a forecast lists.
+    pub fn top_k(&self) -> usize {
+        self.top_k
+    }
+
+    /// Sets how many next types a forecast lists (at least 1).
+    pub fn set_top_k(&mut self, k: usize) {
+        self.top_k = k.max(1);
+    }
+
+    /// Predicts the next event after each context in one batched forward pass (chunks of 256).
+    /// A context is the events of one case so far, in order; only its last `max_len` are read.
+    ///
+    /// # Errors
+    /// [`NeuralError::EmptyContext`] for an empty context; [`NeuralError::Tensor`] if the
+    /// tensor library fails.
+    pub fn predict_batch(
+        &self,
+        contexts: &[&[Event]],
+    ) -> Result<Vec<NextTypeDistribution>, NeuralError> {
+        let mut encoded = Vec::with_capacity(contexts.len());
+        for (index, c) in contexts.iter().enumerate() {
+            if c.is_empty() {
+                return Err(NeuralError::EmptyContext { index });
+            }
+            encoded.push(encode_context(c, &self.vocab, &self.spec));
+        }
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| encoded[i].tokens.len());
+        let mut out: Vec<Option<NextTypeDistribution>> = vec![None; encoded.len()];
+        for chunk in order.chunks(CHUNK) {
+            let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
+            let dists = self.forward_last(&items)?;
+            for (&i, d) in chunk.iter().zip(dists) {
+                out[i] = Some(d);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Runs the network over padded sequences and reads the output after each one's last event.
+    fn forward_last(&self, items: &[&Encoded]) -> Result<Vec<NextTypeDistribution>, NeuralError> {
+        let b = items.len();
+        let t = items
+            .iter()
+            .map(|e| e.tokens.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut tokens = vec![0u32; b * t];
+        let mut feats = vec![0f32; b * t * N_FEATURES];
+        let mut last = Vec::with_capacity(b);
+        for (i, e) in items.iter().enumerate() {
+            for (j, (&tok, f)) in e.tokens.iter().zip(&e.features).enumerate() {
+                tokens[i * t + j] = tok;
+                feats[(i * t + j) * N_FEATURES..(i * t + j + 1) * N_FEATURES].copy_from_slice(f);
+            }
+            last.push((i * t + e.tokens.len().max(1) - 1) as u32);
+        }
+        let dev = Device::Cpu;
+        let tokens = Tensor::from_vec(tokens, (b, t), &dev)?;
+        let feats = Tensor::from_vec(feats, (b, t, N_FEATURES), &dev)?;
+        let h = self.net.forward_seq(&tokens, &feats)?;
+        let h = h.reshape((b * t, self.net.arch().hidden))?;
+        let h = h.index_select(&Tensor::from_vec(last, b, &dev)?, 0)?;
+        self.distributions(&h)
+    }
+
+    /// Distributions from top-layer states `(B, H)`.
+    fn distributions(&self, h: &Tensor) -> Result<Vec<NextTypeDistribution>, NeuralError> {
+        let (logits, time) = self.net.heads(h)?;
+        let logits = logits.to_vec2::<f32>()?;
+        let time = time.to_vec1::<f32>()?;
+        Ok(logits
+            .iter()
+            .zip(time)
+            .map(|(l, z)| self.distribution(l, z))
+            .collect())
+    }
+
+    /// A calibrated distribution from one row of logits and the time output.
+    pub(crate) fn distribution(&self, logits: &[f32], time_z: f32) -> NextTypeDistribution {
+        let v = self.vocab.len();
+        let scaled: Vec<f32> = logits.iter().map(|x| x / self.temperature).collect();
+        let m_all = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z_all: f32 = scaled.iter().map(|x| (x - m_all).exp()).sum();
+        let end_of_case = scaled.get(v).map_or(0.0, |x| (x - m_all).exp() / z_all);
+        let types = &scaled[..v.min(scaled.len())];
+        let m = types.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = types.iter().map(|x| (x - m).exp()).collect();
+        let z: f32 = exps.iter().sum();
+        NextTypeDistribution {
+            types: self.types.clone(),
+            probabilities: exps.into_iter().map(|e| e / z).collect(),
+            end_of_case,
+            expected_seconds: self.spec.seconds_from_output(time_z),
+        }
+    }
+
+    /// Advances many cases by one event each in one forward pass. `None` starts a new case.
+    pub(crate) fn step_batch(
+        &self,
+        states: &[Option<&CaseState>],
+        inputs: &[StepInput],
+    ) -> Result<(Vec<CaseState>, Vec<NextTypeDistribution>), NeuralError> {
+        let arch = self.net.arch();
+        let (b, h) = (inputs.len(), arch.hidden);
+        if b == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let dev = Device::Cpu;
+        let mut layer_states = Vec::with_capacity(arch.layers);
+        for l in 0..arch.layers {
+            let mut flat = vec![0f32; b * h];
+            for (i, s) in states.iter().enumerate() {
+                if let Some(v) = s.and_then(|s| s.get(l))
+                    && v.len() == h
+                {
+                    flat[i * h..(i + 1) * h].copy_from_slice(v);
+                }
+            }
+            layer_states.push(Tensor::from_vec(flat, (b, h), &dev)?);
+        }
+        let tokens: Vec<u32> = inputs.iter().map(|s| s.token).collect();
+        let feats: Vec<f32> = inputs.iter().flat_map(|s| s.features).collect();
+        let tokens = Tensor::from_vec(tokens, b, &dev)?;
+        let feats = Tensor::from_vec(feats, (b, N_FEATURES), &dev)?;
+        let next = self.net.step(&layer_states, &tokens, &feats)?;
+        let top = next
+            .last()
+            .ok_or_else(|| NeuralError::Config("the network has no layers".into()))?;
+        let dists = self.distributions(top)?;
+        let mut per_case: Vec<CaseState> = vec![Vec::with_capacity(arch.layers); b];
+        for layer in &next {
+            for (i, row) in layer.to_vec2::<f32>()?.into_iter().enumerate() {
+                per_case[i].push(row);
+            }
+        }
+        Ok((per_case, dists))
+    }
+}

@@ -1,0 +1,304 @@
+//! Serving a model online: [`ContextStore`] keeps each case's recent history and the network's
+//! hidden state after its last event, so a prediction costs one GRU step, and
+//! [`NeuralPredictor`] wraps it as an [`OnlineModel`].
+//!
+//! A case is the entity of an event whose role is `case`, else its first entity. Cases are
+//! evicted least recently used. The hidden state is carried incrementally, so it reads the
+//! whole case even past `max_len` events; after a model swap it is rebuilt from the kept
+//! history (the last `max_len` events).
+
+use std::collections::{HashSet, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use lru::LruCache;
+use prescient_core::{EntityKey, Event, Forecast, NextEvent, Observe, OnlineModel, Timestamp};
+use smol_str::SmolStr;
+
+use crate::error::NeuralError;
+use crate::model::{CaseState, NeuralModel, NextTypeDistribution, StepInput};
+
+/// Default number of cases whose context is kept.
+pub const DEFAULT_MAX_CASES: usize = 100_000;
+
+/// The case an event belongs to: the entity with role `case`, else the first entity.
+pub fn case_key(event: &Event) -> Option<EntityKey> {
+    event
+        .entities
+        .iter()
+        .find(|r| r.role.as_deref() == Some("case"))
+        .or_else(|| event.entities.first())
+        .map(|r| r.key())
+}
+
+/// What is kept of one case.
+#[derive(Debug, Clone)]
+struct CaseContext {
+    /// The last `max_len` events: type and time.
+    history: VecDeque<(SmolStr, Timestamp)>,
+    start: Timestamp,
+    count: usize,
+    last_event: SmolStr,
+    /// Model id, hidden state and the distribution after the last event.
+    state: Option<(u64, CaseState, NextTypeDistribution)>,
+}
+
+/// Per-case contexts and hidden states, bounded, least recently used out first.
+#[derive(Debug)]
+pub struct ContextStore {
+    cases: LruCache<EntityKey, CaseContext>,
+}
+
+impl ContextStore {
+    /// A store keeping at most `max_cases` cases (at least 1).
+    pub fn new(max_cases: usize) -> Self {
+        ContextStore {
+            cases: LruCache::new(NonZeroUsize::new(max_cases.max(1)).unwrap_or(NonZeroUsize::MIN)),
+        }
+    }
+
+    /// Number of cases kept.
+    pub fn len(&self) -> usize {
+        self.cases.len()
+    }
+
+    /// Whether no case is kept.
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty()
+    }
+
+    /// Forgets every case.
+    pub fn clear(&mut self) {
+        self.cases.clear();
+    }
+
+    /// Observes (unless `Skip`) and predicts for events that arrived together, in order.
+    /// Events of different cases share one forward pass; a later event of the same case waits
+    /// for the next pass. An event already observed last in its case is answered from the
+    /// kept state without a forward pass.
+    ///
+    /// # Errors
+    /// [`NeuralError::Tensor`] when the tensor library fails.
+    pub fn process(
+        &mut self,
+        model: &NeuralModel,
+        items: &[(&Event, Observe)],
+    ) -> Result<Vec<Forecast>, NeuralError> {
+        let mut out: Vec<Option<Forecast>> = vec![None; items.len()];
+        let mut pending: Vec<usize> = (0..items.len()).collect();
+        while !pending.is_empty() {
+            let mut seen = HashSet::new();
+            let (mut wave, mut rest) = (Vec::new(), Vec::new());
+            for i in pending {
+                match case_key(items[i].0) {
+                    Some(k) if seen.contains(&k) => rest.push(i),
+                    Some(k) => {
+                        seen.insert(k);
+                        wave.push(i);
+                    }
+                    None => wave.push(i),
+                }
+            }
+            self.wave(model, items, &wave, &mut out)?;
+            pending = rest;
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// One forward pass for events of distinct cases.
+    fn wave(
+        &mut self,
+        model: &NeuralModel,
+        items: &[(&Event, Observe)],
+        wave: &[usize],
+        out: &mut [Option<Forecast>],
+    ) -> Result<(), NeuralError> {
+        let mut todo: Vec<(usize, Option<EntityKey>, Option<CaseContext>)> = Vec::new();
+        for &i in wave {
+            let (event, _) = items[i];
+            let key = case_key(event);
+            let mut ctx = None;
+            if let Some(c) = key.as_ref().and_then(|k| self.cases.get_mut(k)) {
+                refresh(model, c)?;
+                if c.last_event == event.id
+                    && let Some((_, _, dist)) = &c.state
+                {
+                    // already observed: answer from the kept state
+                    out[i] = Some(forecast(model, event, dist));
+                    continue;
+                }
+                ctx = Some(c.clone());
+            }
+            todo.push((i, key, ctx));
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let states: Vec<Option<&CaseState>> = todo
+            .iter()
+            .map(|(_, _, c)| c.as_ref().and_then(|c| c.state.as_ref().map(|s| &s.1)))
+            .collect();
+        let inputs: Vec<StepInput> = todo
+            .iter()
+            .map(|(i, _, c)| step_input(model, items[*i].0, c.as_ref()))
+            .collect();
+        let (new_states, dists) = model.step_batch(&states, &inputs)?;
+        for (((i, key, ctx), state), dist) in todo.into_iter().zip(new_states).zip(dists) {
+            let (event, mode) = items[i];
+            out[i] = Some(forecast(model, event, &dist));
+            let (Some(key), true) = (key, mode != Observe::Skip) else {
+                continue;
+            };
+            let mut c = ctx.unwrap_or_else(|| CaseContext {
+                history: VecDeque::new(),
+                start: event.time,
+                count: 0,
+                last_event: SmolStr::default(),
+                state: None,
+            });
+            c.history.push_back((event.event_type.clone(), event.time));
+            while c.history.len() > model.spec.max_len {
+                c.history.pop_front();
+            }
+            c.count += 1;
+            c.last_event = event.id.clone();
+            c.state = Some((model.id, state, dist));
+            self.cases.put(key, c);
+        }
+        Ok(())
+    }
+}
+
+fn step_input(model: &NeuralModel, event: &Event, ctx: Option<&CaseContext>) -> StepInput {
+    let (prev, start, index) = match ctx {
+        Some(c) => (c.history.back().map(|h| h.1), c.start, c.count),
+        None => (None, event.time, 0),
+    };
+    StepInput {
+        token: model.vocab.token(&event.event_type),
+        features: model.spec.step(prev, start, event.time, index),
+    }
+}
+
+/// Makes sure the context's hidden state belongs to `model`, replaying the kept history if not.
+fn refresh(model: &NeuralModel, c: &mut CaseContext) -> Result<(), NeuralError> {
+    if c.state.as_ref().is_some_and(|s| s.0 == model.id) || c.history.is_empty() {
+        return Ok(());
+    }
+    let first_index = c.count - c.history.len();
+    let mut state: Option<CaseState> = None;
+    let mut last_dist = None;
+    let mut prev = None;
+    for (j, (t, time)) in c.history.iter().enumerate() {
+        let input = StepInput {
+            token: model.vocab.token(t),
+            features: model.spec.step(prev, c.start, *time, first_index + j),
+        };
+        let (mut s, mut d) = model.step_batch(&[state.as_ref()], &[input])?;
+        state = s.pop();
+        last_dist = d.pop();
+        prev = Some(*time);
+    }
+    c.state = match (state, last_dist) {
+        (Some(s), Some(d)) => Some((model.id, s, d)),
+        _ => None,
+    };
+    Ok(())
+}
+
+/// A forecast listing the model's top types for the event.
+fn forecast(model: &NeuralModel, event: &Event, dist: &NextTypeDistribution) -> Forecast {
+    let expected_at = event.time.plus(std::time::Duration::from_secs_f64(
+        dist.expected_seconds.clamp(0.0, 1e12),
+    ));
+    Forecast {
+        next: dist
+            .top(model.top_k)
+            .into_iter()
+            .map(|(event_type, probability)| NextEvent {
+                event_type,
+                probability,
+                expected_at,
+            })
+            .collect(),
+        entities: Vec::new(),
+    }
+}
+
+/// The neural model as an [`OnlineModel`]: the network predicts, the context follows the
+/// stream. Observing never trains the network.
+#[derive(Debug)]
+pub struct NeuralPredictor {
+    model: Arc<NeuralModel>,
+    contexts: ContextStore,
+    errors: u64,
+}
+
+impl NeuralPredictor {
+    /// Serves `model`, keeping up to [`DEFAULT_MAX_CASES`] cases.
+    pub fn new(model: Arc<NeuralModel>) -> Self {
+        Self::with_max_cases(model, DEFAULT_MAX_CASES)
+    }
+
+    /// Serves `model`, keeping up to `max_cases` cases.
+    pub fn with_max_cases(model: Arc<NeuralModel>, max_cases: usize) -> Self {
+        NeuralPredictor {
+            model,
+            contexts: ContextStore::new(max_cases),
+            errors: 0,
+        }
+    }
+
+    /// The model served.
+    pub fn model(&self) -> &Arc<NeuralModel> {
+        &self.model
+    }
+
+    /// Replaces the model; contexts are kept and their states rebuilt on next use.
+    pub fn set_model(&mut self, model: Arc<NeuralModel>) -> Arc<NeuralModel> {
+        std::mem::replace(&mut self.model, model)
+    }
+
+    /// Number of predictions that failed in the tensor library (answered with an empty forecast).
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    /// The network's distribution after `event`, observing it first as `mode` says.
+    ///
+    /// # Errors
+    /// [`NeuralError::Tensor`] when the tensor library fails.
+    pub fn process(&mut self, items: &[(&Event, Observe)]) -> Result<Vec<Forecast>, NeuralError> {
+        self.contexts.process(&self.model, items)
+    }
+}
+
+impl OnlineModel for NeuralPredictor {
+    fn name(&self) -> &str {
+        "neural"
+    }
+
+    fn observe(&mut self, event: &Event, mode: Observe) {
+        if mode == Observe::Skip {
+            return;
+        }
+        if let Err(error) = self.contexts.process(&self.model, &[(event, mode)]) {
+            self.errors += 1;
+            tracing::warn!(message = "Neural observe failed.", %error);
+        }
+    }
+
+    fn forecast(&mut self, event: &Event) -> Forecast {
+        match self
+            .contexts
+            .process(&self.model, &[(event, Observe::Skip)])
+        {
+            Ok(mut f) => f.pop().unwrap_or_default(),
+            Err(error) => {
+                self.errors += 1;
+                tracing::warn!(message = "Neural forecast failed.", %error);
+                Forecast::default()
+            }
+        }
+    }
+}

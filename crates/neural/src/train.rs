@@ -1,0 +1,447 @@
+//! Training: sequence-level mini-batches with a loss at every step, AdamW, early stopping on
+//! validation cases carved from the end of the training cases, then temperature scaling on the
+//! same validation cases.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use prescient_core::Event;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+
+use crate::config::{NeuralConfig, TrainProgress, TrainReport};
+use crate::error::NeuralError;
+use crate::features::{Encoded, FeatureSpec, N_FEATURES, Vocab, encode_case};
+use crate::model::{ModelInfo, NeuralModel};
+use crate::net::{Arch, Net};
+
+/// Sequences per forward pass when evaluating.
+const EVAL_BATCH: usize = 256;
+
+/// sha256 (hex) of cases of events: case boundaries, types and times.
+pub fn hash_cases(cases: &[Vec<Event>]) -> String {
+    let mut h = Sha256::new();
+    for c in cases {
+        h.update(b"case\n");
+        for e in c {
+            h.update(e.event_type.as_bytes());
+            h.update(b"\t");
+            h.update(e.time.as_micros().to_le_bytes());
+            h.update(b"\n");
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Padded tensors of a mini-batch.
+struct Batch {
+    tokens: Tensor,
+    features: Tensor,
+    targets: Tensor,
+    mask: Tensor,
+    mask_sum: f64,
+    time_targets: Tensor,
+    time_mask: Tensor,
+    time_sum: f64,
+    /// Target and index in the case per flattened position, for evaluation.
+    flat_targets: Vec<Option<(u32, usize)>>,
+}
+
+impl Batch {
+    fn new(items: &[&Encoded], dev: &Device) -> candle_core::Result<Batch> {
+        let b = items.len();
+        let t = items
+            .iter()
+            .map(|e| e.tokens.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let n = b * t;
+        let mut tokens = vec![0u32; n];
+        let mut feats = vec![0f32; n * N_FEATURES];
+        let mut targets = vec![0u32; n];
+        let mut mask = vec![0f32; n];
+        let mut tt = vec![0f32; n];
+        let mut tm = vec![0f32; n];
+        let mut flat_targets = vec![None; n];
+        for (i, e) in items.iter().enumerate() {
+            for j in 0..e.tokens.len() {
+                let k = i * t + j;
+                tokens[k] = e.tokens[j];
+                feats[k * N_FEATURES..(k + 1) * N_FEATURES].copy_from_slice(&e.features[j]);
+                targets[k] = e.targets[j];
+                mask[k] = 1.0;
+                flat_targets[k] = Some((e.targets[j], e.offset + j));
+                if let Some(z) = e.time_targets[j] {
+                    tt[k] = z;
+                    tm[k] = 1.0;
+                }
+            }
+        }
+        let mask_sum = mask.iter().map(|&x| f64::from(x)).sum::<f64>().max(1.0);
+        let time_sum = tm.iter().map(|&x| f64::from(x)).sum::<f64>().max(1.0);
+        Ok(Batch {
+            tokens: Tensor::from_vec(tokens, (b, t), dev)?,
+            features: Tensor::from_vec(feats, (b, t, N_FEATURES), dev)?,
+            targets: Tensor::from_vec(targets, (n, 1), dev)?,
+            mask: Tensor::from_vec(mask, n, dev)?,
+            mask_sum,
+            time_targets: Tensor::from_vec(tt, n, dev)?,
+            time_mask: Tensor::from_vec(tm, n, dev)?,
+            time_sum,
+            flat_targets,
+        })
+    }
+
+    /// Returns (total loss, cross entropy, logits `(N, C)`).
+    fn loss(&self, net: &Net, time_weight: f64) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let h = net.forward_seq(&self.tokens, &self.features)?;
+        let (logits, time) = net.heads(&h)?;
+        let n = self.mask.dims1()?;
+        let logits = logits.reshape((n, net.arch().classes()))?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let picked = logp.gather(&self.targets, 1)?.squeeze(1)?;
+        let ce = ((picked * &self.mask)?.sum_all()? / (-self.mask_sum))?;
+        let time = time.reshape(n)?;
+        let tl =
+            (((time - &self.time_targets)?.abs()? * &self.time_mask)?.sum_all()? / self.time_sum)?;
+        let total = (&ce + (tl * time_weight)?)?;
+        Ok((total, ce, logits))
+    }
+}
+
+/// Validation results of one pass.
+struct Eval {
+    accuracy: f64,
+    loss: f64,
+    /// Type logits (end of case dropped) and target, for steps whose target is a type.
+    rows: Vec<(Vec<f32>, u32)>,
+}
+
+fn evaluate(
+    net: &Net,
+    val: &[Encoded],
+    time_weight: f64,
+    dev: &Device,
+) -> Result<Eval, NeuralError> {
+    let v = net.arch().vocab;
+    let (mut correct, mut total, mut loss_sum, mut loss_n) = (0usize, 0usize, 0.0f64, 0.0f64);
+    let mut rows = Vec::new();
+    let refs: Vec<&Encoded> = val.iter().collect();
+    for chunk in refs.chunks(EVAL_BATCH) {
+        let batch = Batch::new(chunk, dev)?;
+        let (_, ce, logits) = batch.loss(net, time_weight)?;
+        loss_sum += f64::from(ce.to_scalar::<f32>()?) * batch.mask_sum;
+        loss_n += batch.mask_sum;
+        let logits = logits.to_vec2::<f32>()?;
+        for (row, target) in logits.into_iter().zip(&batch.flat_targets) {
+            // Score as `tax2017` does: a type follows (never end of case) a prefix of 2 or more.
+            let Some((target, index)) = *target else {
+                continue;
+            };
+            if target as usize >= v || index == 0 {
+                continue;
+            }
+            let mut best = 0;
+            for (i, x) in row[..v].iter().enumerate() {
+                if *x > row[best] {
+                    best = i;
+                }
+            }
+            correct += usize::from(best == target as usize);
+            total += 1;
+            let mut row = row;
+            row.truncate(v);
+            rows.push((row, target));
+        }
+    }
+    Ok(Eval {
+        accuracy: if total == 0 {
+            0.0
+        } else {
+            correct as f64 / total as f64
+        },
+        loss: if loss_n == 0.0 {
+            0.0
+        } else {
+            loss_sum / loss_n
+        },
+        rows,
+    })
+}
+
+/// Mean negative log likelihood of `rows` at temperature `t`.
+fn nll(rows: &[(Vec<f32>, u32)], t: f64) -> f64 {
+    let mut s = 0.0;
+    for (l, y) in rows {
+        let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = l.iter().map(|x| (f64::from(x - m) / t).exp()).sum();
+        s += z.ln() - f64::from(l[*y as usize] - m) / t;
+    }
+    s / rows.len().max(1) as f64
+}
+
+/// Expected calibration error of the top-1 confidence at temperature `t`, 10 equal bins.
+pub(crate) fn ece(rows: &[(Vec<f32>, u32)], t: f64) -> f64 {
+    let mut bins = [(0.0f64, 0.0f64, 0usize); 10];
+    for (l, y) in rows {
+        let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: f64 = l.iter().map(|x| (f64::from(x - m) / t).exp()).sum();
+        let mut best = 0;
+        for (i, x) in l.iter().enumerate() {
+            if *x > l[best] {
+                best = i;
+            }
+        }
+        let conf = 1.0 / z; // exp(0) / z for the max logit
+        let b = ((conf * 10.0) as usize).min(9);
+        bins[b].0 += conf;
+        bins[b].1 += f64::from(u8::from(best == *y as usize));
+        bins[b].2 += 1;
+    }
+    let n = rows.len().max(1) as f64;
+    bins.iter()
+        .map(|(conf_sum, hits, _)| (conf_sum - hits).abs() / n)
+        .sum()
+}
+
+/// The temperature in [0.25, 8] minimising the validation NLL.
+fn fit_temperature(rows: &[(Vec<f32>, u32)]) -> f64 {
+    if rows.is_empty() {
+        return 1.0;
+    }
+    let mut best = (1.0, nll(rows, 1.0));
+    for i in 0..=90 {
+        let t = 0.25 * (32f64).powf(f64::from(i) / 90.0);
+        let l = nll(rows, t);
+        if l < best.1 {
+            best = (t, l);
+        }
+    }
+    best.0
+}
+
+fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>, NeuralError> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| NeuralError::Config("the parameter map lock is poisoned".into()))?;
+    let mut out = HashMap::with_capacity(data.len());
+    for (k, v) in data.iter() {
+        out.insert(k.clone(), v.as_tensor().copy()?);
+    }
+    Ok(out)
+}
+
+/// Overwrites candle's (unseeded) initial weights with seeded ones: uniform ±1/sqrt(fan_in)
+/// for matrices, zero biases, uniform ±1 embeddings.
+fn seeded_init(varmap: &VarMap, rng: &mut SmallRng, dev: &Device) -> Result<(), NeuralError> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| NeuralError::Config("the parameter map lock is poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(var) = data.get(name) else { continue };
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let vals: Vec<f32> = if name.contains("bias") {
+            vec![0.0; n]
+        } else {
+            let bound = if name.starts_with("emb") {
+                1.0
+            } else {
+                1.0 / (dims.last().copied().unwrap_or(1).max(1) as f32).sqrt()
+            };
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+        };
+        var.set(&Tensor::from_vec(vals, dims, dev)?)?;
+    }
+    Ok(())
+}
+
+impl NeuralModel {
+    /// Trains a model on `cases` (each the events of one case, in order; the event types are
+    /// the tokens and the times the timestamps). The last `cfg.validation_share` of the cases
+    /// validate: they choose the epoch to keep and the calibration temperature.
+    /// `progress` hears after every mini-batch.
+    ///
+    /// # Errors
+    /// [`NeuralError::Config`] for bad settings, [`NeuralError::Data`] when there are fewer than
+    /// two non-empty cases, [`NeuralError::Tensor`] when the tensor library fails.
+    pub fn train(
+        cases: &[Vec<Event>],
+        cfg: &NeuralConfig,
+        progress: &mut dyn FnMut(TrainProgress),
+    ) -> Result<(NeuralModel, TrainReport), NeuralError> {
+        cfg.validate()?;
+        let started = Instant::now();
+        let cases: Vec<Vec<Event>> = cases.iter().filter(|c| !c.is_empty()).cloned().collect();
+        if cases.len() < 2 {
+            return Err(NeuralError::Data(format!(
+                "need at least 2 non-empty cases, got {}",
+                cases.len()
+            )));
+        }
+        let log_hash = hash_cases(&cases);
+        let n_val =
+            ((cases.len() as f64 * cfg.validation_share).round() as usize).min(cases.len() - 1);
+        let (train_cases, val_cases) = cases.split_at(cases.len() - n_val);
+        let val_cases = if val_cases.is_empty() {
+            train_cases
+        } else {
+            val_cases
+        };
+        let vocab = Vocab::new(cases.iter().flatten().map(|e| e.event_type.clone()));
+        let spec = FeatureSpec::fit(train_cases, cfg.max_len);
+        let encode = |cs: &[Vec<Event>]| -> Vec<Encoded> {
+            cs.iter()
+                .flat_map(|c| encode_case(c, &vocab, &spec))
+                .collect()
+        };
+        let mut train = encode(train_cases);
+        let val = encode(val_cases);
+        train.sort_by_key(|e| e.tokens.len());
+
+        let dev = Device::Cpu;
+        let arch = Arch {
+            vocab: vocab.len(),
+            embed_dim: cfg.embed_dim,
+            hidden: cfg.hidden,
+            layers: cfg.layers,
+        };
+        let varmap = VarMap::new();
+        let net = Net::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+        let mut rng = SmallRng::seed_from_u64(cfg.seed);
+        seeded_init(&varmap, &mut rng, &dev)?;
+        let mut opt = AdamW::new(
+            varmap.all_vars(),
+            ParamsAdamW {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                ..ParamsAdamW::default()
+            },
+        )?;
+
+        let refs: Vec<&Encoded> = train.iter().collect();
+        let mut batches: Vec<&[&Encoded]> = refs.chunks(cfg.batch).collect();
+        let mut best: Option<(f64, f64, usize, HashMap<String, Tensor>)> = None;
+        let (mut since_best, mut epochs_run) = (0usize, 0usize);
+        let (mut last_acc, mut last_loss) = (None, None);
+        for epoch in 1..=cfg.epochs {
+            epochs_run = epoch;
+            batches.shuffle(&mut rng);
+            let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
+            for (i, items) in batches.iter().enumerate() {
+                let batch = Batch::new(items, &dev)?;
+                let (loss, _, _) = batch.loss(&net, cfg.time_loss_weight)?;
+                opt.backward_step(&loss)?;
+                loss_sum += f64::from(loss.to_scalar::<f32>()?);
+                loss_n += 1;
+                progress(TrainProgress {
+                    epoch,
+                    max_epochs: cfg.epochs,
+                    batch: i + 1,
+                    batches: batches.len(),
+                    loss: loss_sum / loss_n as f64,
+                    val_accuracy: last_acc,
+                    val_loss: last_loss,
+                    epoch_done: false,
+                });
+            }
+            let eval = evaluate(&net, &val, cfg.time_loss_weight, &dev)?;
+            last_acc = Some(eval.accuracy);
+            last_loss = Some(eval.loss);
+            progress(TrainProgress {
+                epoch,
+                max_epochs: cfg.epochs,
+                batch: batches.len(),
+                batches: batches.len(),
+                loss: loss_sum / loss_n.max(1) as f64,
+                val_accuracy: last_acc,
+                val_loss: last_loss,
+                epoch_done: true,
+            });
+            let better = best.as_ref().is_none_or(|(acc, loss, _, _)| {
+                eval.accuracy > *acc + 1e-9 || (eval.accuracy >= *acc - 1e-9 && eval.loss < *loss)
+            });
+            if better {
+                best = Some((eval.accuracy, eval.loss, epoch, snapshot(&varmap)?));
+                since_best = 0;
+            } else {
+                since_best += 1;
+            }
+            if since_best >= cfg.patience
+                || started.elapsed().as_secs_f64() >= cfg.max_train_seconds
+            {
+                break;
+            }
+        }
+        let (val_accuracy, val_loss, best_epoch, weights) = match best {
+            Some(b) => b,
+            None => (0.0, 0.0, 0, snapshot(&varmap)?),
+        };
+        let final_net = Net::new(
+            arch,
+            VarBuilder::from_tensors(weights.clone(), DType::F32, &dev),
+        )?;
+        let eval = evaluate(&final_net, &val, cfg.time_loss_weight, &dev)?;
+        let temperature = fit_temperature(&eval.rows);
+        let report = TrainReport {
+            epochs: epochs_run,
+            best_epoch,
+            val_accuracy,
+            val_loss,
+            val_ece: ece(&eval.rows, temperature),
+            temperature,
+            train_cases: train_cases.len(),
+            val_cases: n_val,
+            train_seconds: started.elapsed().as_secs_f64(),
+        };
+        let info = ModelInfo {
+            training_log_hash: log_hash,
+            report: report.clone(),
+        };
+        let model = NeuralModel::assemble(
+            vocab,
+            spec,
+            arch,
+            weights,
+            temperature as f32,
+            info,
+            cfg.top_k,
+        )?;
+        Ok((model, report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temperature_scaling_reduces_overconfidence() {
+        // logits say 99% but only half are right
+        let rows: Vec<(Vec<f32>, u32)> = (0..100)
+            .map(|i| (vec![5.0, 0.0], if i % 2 == 0 { 0 } else { 1 }))
+            .collect();
+        let t = fit_temperature(&rows);
+        assert!(t > 4.0, "temperature {t}");
+        assert!(ece(&rows, t) < ece(&rows, 1.0));
+        assert!(ece(&rows, 1.0) > 0.4);
+    }
+
+    #[test]
+    fn hash_depends_on_case_boundaries() {
+        let e = |t: &str| Event::new("x", t, prescient_core::Timestamp::EPOCH);
+        let a = vec![vec![e("a"), e("b")]];
+        let b = vec![vec![e("a")], vec![e("b")]];
+        assert_ne!(hash_cases(&a), hash_cases(&b));
+        assert_eq!(hash_cases(&a).len(), 64);
+    }
+}
