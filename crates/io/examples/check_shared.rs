@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use prescient_io::{CsvMapping, Format, ImportOptions, read_log};
+use prescient_io::{CsvMapping, Format, ImportOptions, read_log, read_ocel2_object_links};
 
 fn csv(case: &str, ty: &[&str], time: Option<&str>, entities: &[&str]) -> ImportOptions {
     ImportOptions {
@@ -105,5 +105,15 @@ fn main() {
             }
             Err(e) => println!("{{\"log\":{rel:?},\"error\":{:?}}}", e.to_string()),
         }
+    }
+    let rel = "ocel2_order_management/order-management.json.gz";
+    let start = Instant::now();
+    match read_ocel2_object_links(&dir.join(rel)) {
+        Ok(links) => println!(
+            "{{\"log\":{rel:?},\"object_links\":{},\"seconds\":{:.3}}}",
+            links.len(),
+            start.elapsed().as_secs_f64()
+        ),
+        Err(e) => println!("{{\"log\":{rel:?},\"error\":{:?}}}", e.to_string()),
     }
 }

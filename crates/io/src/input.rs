@@ -65,12 +65,3 @@ pub(crate) fn open<'a>(
         Ok(Box::new(raw))
     }
 }
-
-/// Whether the file starts with the gzip magic bytes.
-pub(crate) fn is_gzip(path: &Path) -> bool {
-    let mut head = [0u8; 2];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .map(|()| head == [0x1f, 0x8b])
-        .unwrap_or(false)
-}

@@ -180,7 +180,6 @@ pub fn read_log(
             });
         }
     };
-    let _ = input::is_gzip;
     let r = input::open(path, progress)?;
     let source = path.to_path_buf();
     match format {
