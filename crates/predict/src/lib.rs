@@ -5,7 +5,16 @@
 //! of the next event types and the entities that are likely to be read soon.
 //!
 //! - [`SimpleModel`] is the baseline: bigram next types and same-entity re-touch predictions.
+//! - [`RelationalModel`] is the default (`online`): backed-off type contexts per entity,
+//!   log-bucketed timing, entities through learned relations, calibrated confidences, bounded
+//!   memory and versioned snapshots.
 
+pub mod hist;
+pub mod relational;
 pub mod simple;
 
+pub use relational::{
+    ContextSpec, ContextUse, ExplainedPrediction, Explanation, FORMAT_VERSION, RelationalConfig,
+    RelationalModel, SnapshotError,
+};
 pub use simple::{SimpleConfig, SimpleModel};

@@ -1,0 +1,180 @@
+//! [`LogHist`]: a fixed-size, log-bucketed histogram of durations with decay by halving.
+
+use serde::{Deserialize, Serialize};
+
+/// Number of buckets: bucket 0 holds `[0, 1 s)`, bucket `b ≥ 1` holds `[2^((b-1)/2), 2^(b/2))`
+/// seconds, and the last bucket everything longer (about 35 years).
+pub const BUCKETS: usize = 64;
+
+/// A log-bucketed histogram of durations (half-octave buckets), weights as `f32`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogHist {
+    counts: Vec<f32>,
+    total: f32,
+}
+
+impl Default for LogHist {
+    fn default() -> Self {
+        LogHist {
+            counts: vec![0.0; BUCKETS],
+            total: 0.0,
+        }
+    }
+}
+
+/// The bucket of a duration in seconds.
+pub fn bucket_of(secs: f64) -> usize {
+    if secs.is_nan() || secs < 1.0 {
+        return 0;
+    }
+    let b = (2.0 * secs.log2()).floor() as i64 + 1;
+    b.clamp(1, BUCKETS as i64 - 1) as usize
+}
+
+/// The lower edge of a bucket, in seconds.
+pub fn bucket_lo(b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        2f64.powf((b as f64 - 1.0) / 2.0)
+    }
+}
+
+/// The upper edge of a bucket, in seconds.
+pub fn bucket_hi(b: usize) -> f64 {
+    2f64.powf(b as f64 / 2.0)
+}
+
+/// A representative value of a bucket: its geometric middle (0.5 s for the first).
+pub fn bucket_mid(b: usize) -> f64 {
+    if b == 0 {
+        0.5
+    } else {
+        (bucket_lo(b) * bucket_hi(b)).sqrt()
+    }
+}
+
+impl LogHist {
+    /// Adds one observation of `secs` with weight 1; halves everything once the total passes
+    /// `cap` (a cap of 0 never halves).
+    pub fn add(&mut self, secs: f64, cap: f32) {
+        let b = bucket_of(secs);
+        self.counts[b] += 1.0;
+        self.total += 1.0;
+        if cap > 0.0 && self.total > cap {
+            for c in &mut self.counts {
+                *c *= 0.5;
+            }
+            self.total *= 0.5;
+        }
+    }
+
+    /// Multiplies every weight by `f` (decay).
+    pub fn scale(&mut self, f: f32) {
+        for c in &mut self.counts {
+            *c *= f;
+        }
+        self.total *= f;
+    }
+
+    /// The total weight.
+    pub fn total(&self) -> f32 {
+        self.total
+    }
+
+    /// The weight of a bucket.
+    pub fn count(&self, b: usize) -> f32 {
+        self.counts.get(b).copied().unwrap_or(0.0)
+    }
+
+    /// The `q`-quantile in seconds (bucket middle), or `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.total <= 0.0 {
+            return None;
+        }
+        let target = q.clamp(0.0, 1.0) * f64::from(self.total);
+        let mut acc = 0.0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            acc += f64::from(c);
+            if acc >= target && c > 0.0 {
+                return Some(bucket_mid(b));
+            }
+        }
+        Some(bucket_mid(BUCKETS - 1))
+    }
+
+    /// The window of consecutive buckets with the most weight, no wider than `width` seconds,
+    /// starting at `min_start` or later and ending at `max_end` or sooner: `(start, end, weight)`
+    /// in seconds. A window is at least one bucket wide, so the first bucket is always allowed.
+    pub fn densest_window(
+        &self,
+        width: f64,
+        min_start: f64,
+        max_end: f64,
+    ) -> Option<(f64, f64, f32)> {
+        let mut best: Option<(f64, f64, f32)> = None;
+        for lo in 0..BUCKETS {
+            let start = bucket_lo(lo);
+            if start < min_start && bucket_hi(lo) <= min_start {
+                continue;
+            }
+            if start > max_end {
+                break;
+            }
+            let mut w = 0.0f32;
+            for hi in lo..BUCKETS {
+                let end = bucket_hi(hi);
+                if hi > lo && (end - start > width || end > max_end) {
+                    break;
+                }
+                w += self.counts[hi];
+                if best.is_none_or(|(_, _, bw)| w > bw) && w > 0.0 {
+                    best = Some((start, end.min(max_end.max(start)), w));
+                }
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_half_octaves() {
+        assert_eq!(bucket_of(0.2), 0);
+        assert_eq!(bucket_of(1.0), 1);
+        assert_eq!(bucket_of(1.5), 2);
+        assert_eq!(bucket_of(2.0), 3);
+        assert_eq!(bucket_of(1e30), BUCKETS - 1);
+        for b in 1..BUCKETS - 1 {
+            assert_eq!(bucket_of(bucket_mid(b)), b);
+        }
+    }
+
+    #[test]
+    fn quantiles_and_densest_window() {
+        let mut h = LogHist::default();
+        for _ in 0..3 {
+            h.add(10.0, 0.0);
+        }
+        h.add(1000.0, 0.0);
+        let med = h.quantile(0.5).unwrap_or(0.0);
+        assert_eq!(bucket_of(med), bucket_of(10.0));
+        // A 100 s window holds the three 10 s gaps, not the 1000 s one.
+        let (s, e, w) = h.densest_window(100.0, 0.0, 1e9).unwrap_or_default();
+        assert!(s <= 10.0 && e >= 10.0 && e - s <= 100.0);
+        assert_eq!(w, 3.0);
+        // Forced to start after 100 s, it finds the 1000 s gap.
+        let (s, _, w) = h.densest_window(100.0, 100.0, 1e9).unwrap_or_default();
+        assert!(s > 100.0 && s <= 1000.0);
+        assert_eq!(w, 1.0);
+        // Decay halves once past the cap.
+        let mut d = LogHist::default();
+        for _ in 0..5 {
+            d.add(1.0, 4.0);
+        }
+        assert_eq!(d.total(), 2.5);
+    }
+}

@@ -1,0 +1,1165 @@
+//! [`RelationalModel`]: the default online model.
+//!
+//! - **Next type.** Each entity keeps its recent event types (up to [`RelationalConfig::order`]).
+//!   The next type is predicted from the history of the event's main entity (its `case`, else
+//!   its first) by interpolated Witten-Bell smoothing over a chain of contexts from short to
+//!   long ([`ContextSpec`]): the last 1, 2, ... types of the entity's kind, optionally with the
+//!   time since the entity's previous event, the hour of day and the weekday. Counts halve once
+//!   a context has seen [`RelationalConfig::max_count`] events, so the model follows drift.
+//!   The top-1 probability is calibrated online by binning: before each learned event, the
+//!   model's own prediction is recorded against the outcome.
+//! - **When.** Per (kind, type, next type) a log-bucketed histogram of the time until the next
+//!   event of the entity; `expected_at` is its median.
+//! - **Which entities.** Each entity of the event ([`Relation::Same`]) and each entity linked to
+//!   one of them by earlier events ([`Relation::Linked`]: the last entity of every other kind
+//!   that appeared together with it) is predicted through its *relation context*: (kind, type of
+//!   the triggering event, linked-from kind). Per context the model learns a histogram of the
+//!   time from a trigger to the entity's next touch, and counts trials; the predicted window is
+//!   the densest window of at most [`RelationalConfig::window`] within the lookahead, and the
+//!   confidence is the share of trials whose next touch fell in such a window. So predictions
+//!   generalise to entities never seen before, and confidences are hit rates.
+//! - **Bounded memory.** Entities live in two generations of at most
+//!   [`RelationalConfig::max_entities`]` / 2` each: when the young one is full, the old one is
+//!   dropped (cold entities are evicted) and the young one becomes old. Contexts beyond
+//!   [`RelationalConfig::max_contexts`] are not created.
+
+use std::time::Duration;
+
+use prescient_core::{
+    EntityKey, Event, Forecast, NextEvent, Observe, OnlineModel, Prediction, Relation, SmolStr,
+    Timestamp,
+};
+use rustc_hash::{FxHashMap, FxHasher};
+use serde::{Deserialize, Serialize};
+use std::hash::Hasher;
+
+use crate::hist::LogHist;
+
+/// One level of the next-type context chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextSpec {
+    /// How many of the entity's last types (1 = the current event's type).
+    pub history: u8,
+    /// Whether the time since the entity's previous event (log buckets) is part of the context.
+    pub gap: bool,
+    /// Whether the hour of day (4 blocks of 6 h, UTC) and weekend-or-not are part of it.
+    pub clock: bool,
+    /// Whether the entity's event count so far (1, 2, 3-4, 5-8, ...) is part of it.
+    pub position: bool,
+}
+
+impl ContextSpec {
+    /// A context of the last `history` types only.
+    pub const fn types(history: u8) -> Self {
+        ContextSpec {
+            history,
+            gap: false,
+            clock: false,
+            position: false,
+        }
+    }
+}
+
+/// Settings of a [`RelationalModel`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelationalConfig {
+    /// The next-type context chain, from the most general to the most specific.
+    pub contexts: Vec<ContextSpec>,
+    /// The longest type history kept per entity (at least the longest context's).
+    pub order: usize,
+    /// The widest predicted window of an entity read (`latest - expected_at`).
+    pub window: Duration,
+    /// How far ahead a predicted window may end.
+    pub lookahead: Duration,
+    /// How soon a predicted window may start (windows that start earlier are moved later).
+    pub min_lead: Duration,
+    /// At most this many next types are returned.
+    pub max_next: usize,
+    /// Counts of a context halve once they pass this (decay); 0 never halves.
+    pub max_count: f32,
+    /// At most this many entities are tracked.
+    pub max_entities: usize,
+    /// At most this many next-type contexts are kept.
+    pub max_contexts: usize,
+    /// At most this many linked entities are kept per entity (one per other kind).
+    pub max_links: usize,
+}
+
+impl Default for RelationalConfig {
+    fn default() -> Self {
+        RelationalConfig {
+            contexts: vec![
+                ContextSpec::types(1),
+                ContextSpec::types(2),
+                ContextSpec::types(3),
+                ContextSpec::types(4),
+            ],
+            order: 4,
+            window: Duration::from_secs(3600),
+            lookahead: Duration::from_secs(3600),
+            min_lead: Duration::ZERO,
+            max_next: 5,
+            max_count: 100_000.0,
+            max_entities: 1_000_000,
+            max_contexts: 1_000_000,
+            max_links: 4,
+        }
+    }
+}
+
+/// The tracked state of one entity.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct EntityState {
+    kind: u16,
+    /// Most recent type first; `hist_len` of them are valid.
+    hist: [u16; MAX_ORDER],
+    hist_len: u8,
+    /// Events seen for this entity.
+    seen: u32,
+    last_time: i64,
+    /// The gap before the last event, in seconds.
+    last_gap_s: f32,
+    /// The relation context and time of the last touch of this entity (relation `same`).
+    trigger_same: Option<(u32, i64)>,
+    /// The relation context and time of the last event that linked to this entity.
+    trigger_link: Option<(u32, i64)>,
+    /// Entities of other kinds seen with it, most recent first.
+    links: Vec<EntityKey>,
+}
+
+/// Counts of next types after one context.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Counts {
+    total: f32,
+    next: Vec<(u16, f32)>,
+}
+
+impl Counts {
+    fn add(&mut self, t: u16, cap: f32) {
+        match self.next.iter_mut().find(|(x, _)| *x == t) {
+            Some((_, c)) => *c += 1.0,
+            None => self.next.push((t, 1.0)),
+        }
+        self.total += 1.0;
+        if cap > 0.0 && self.total > cap {
+            for (_, c) in &mut self.next {
+                *c *= 0.5;
+            }
+            self.total *= 0.5;
+        }
+    }
+}
+
+/// Hit statistics of one relation context.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RelStats {
+    trials: f32,
+    gaps: LogHist,
+    /// The cached best window `(start_s, end_s, weight)` and the trials when it was computed.
+    window: Option<(f64, f64, f32)>,
+    window_at: f32,
+}
+
+/// The longest type history an entity keeps.
+pub const MAX_ORDER: usize = 8;
+
+impl EntityState {
+    fn hist(&self) -> &[u16] {
+        &self.hist[..usize::from(self.hist_len)]
+    }
+
+    fn push_type(&mut self, t: u16, order: usize) {
+        self.hist.copy_within(0..MAX_ORDER - 1, 1);
+        self.hist[0] = t;
+        self.hist_len = (usize::from(self.hist_len) + 1).min(order).min(MAX_ORDER) as u8;
+    }
+}
+
+/// Calibration bins of the top-1 next-type probability.
+const CAL_BINS: usize = 20;
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The bytes are not a snapshot of this model.
+    #[error("not a relational model snapshot")]
+    NotASnapshot,
+    /// The snapshot was written by another format version.
+    #[error("snapshot format version {found}, this build reads version {expected}")]
+    Version {
+        /// The version found.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// The snapshot is corrupt.
+    #[error("corrupt snapshot: {0}")]
+    Corrupt(String),
+}
+
+/// The snapshot format version.
+pub const FORMAT_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"PRESCRM\0";
+
+/// What the model learned, as it is snapshotted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    types: Vec<SmolStr>,
+    kinds: Vec<SmolStr>,
+    unigram: Counts,
+    contexts: FxHashMap<u64, Counts>,
+    /// Time to next per (kind, type, next type).
+    next_gap: FxHashMap<(u16, u16, u16), LogHist>,
+    /// Time to next per (kind, type), the fallback.
+    any_gap: FxHashMap<(u16, u16), LogHist>,
+    rel_ids: FxHashMap<(u16, u16, u16, u8), u32>,
+    rels: Vec<RelStats>,
+    /// Per calibration bin: predictions and correct ones.
+    cal: Vec<(f32, f32)>,
+    young: FxHashMap<EntityKey, EntityState>,
+    old: FxHashMap<EntityKey, EntityState>,
+    evicted: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    format_version: u32,
+    config: RelationalConfig,
+    state: State,
+}
+
+/// How a next-type forecast was made, for [`RelationalModel::explain`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContextUse {
+    /// The context level, as configured.
+    pub spec: ContextSpec,
+    /// The types of the context, oldest first.
+    pub types: Vec<SmolStr>,
+    /// Events seen after this context (after decay).
+    pub count: f32,
+    /// Distinct next types seen after it.
+    pub distinct: usize,
+}
+
+/// One entity prediction with its reasons.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExplainedPrediction {
+    /// The prediction.
+    pub prediction: Prediction,
+    /// The entity through which it was found (itself for `same`).
+    pub via: EntityKey,
+    /// Trials of its relation context (after decay).
+    pub trials: f32,
+    /// Trials whose next touch fell in a window like the predicted one.
+    pub hits: f32,
+}
+
+/// What the model predicted after an event and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    /// The entity whose history drove the next-type forecast.
+    pub main_entity: Option<EntityKey>,
+    /// The context levels found, most general first.
+    pub contexts: Vec<ContextUse>,
+    /// The forecast of next types (calibrated).
+    pub next: Vec<NextEvent>,
+    /// The raw top-1 probability before calibration.
+    pub raw_top_probability: f32,
+    /// The entity predictions with their reasons.
+    pub entities: Vec<ExplainedPrediction>,
+}
+
+/// The default online model: relational, calibrated, bounded. See the module docs.
+///
+/// # Examples
+/// ```
+/// use prescient_core::{EntityRef, Event, Observe, OnlineModel, Timestamp};
+/// use prescient_predict::RelationalModel;
+///
+/// let mut m = RelationalModel::default();
+/// for c in 0..20 {
+///     for (i, t) in ["a", "b", "c"].iter().enumerate() {
+///         let e = Event::new(format!("{c}-{i}"), *t, Timestamp::from_secs(c * 100 + i as i64))
+///             .with_entity(EntityRef::new("case", c.to_string()));
+///         m.observe(&e, Observe::Learn);
+///     }
+/// }
+/// let e = Event::new("x", "b", Timestamp::from_secs(5000)).with_entity(EntityRef::new("case", "new"));
+/// m.observe(&e, Observe::Learn);
+/// assert_eq!(m.forecast(&e).top().map(|n| n.event_type.as_str()), Some("c"));
+/// ```
+#[derive(Debug, Default)]
+pub struct RelationalModel {
+    cfg: RelationalConfig,
+    s: State,
+    type_ids: FxHashMap<SmolStr, u16>,
+    kind_ids: FxHashMap<SmolStr, u16>,
+    scratch: Vec<f64>,
+    keys: Vec<(EntityKey, u16, bool)>,
+}
+
+fn intern(names: &mut Vec<SmolStr>, ids: &mut FxHashMap<SmolStr, u16>, s: &SmolStr) -> u16 {
+    if let Some(&i) = ids.get(s) {
+        return i;
+    }
+    if names.len() >= usize::from(u16::MAX) {
+        return u16::MAX;
+    }
+    let i = names.len() as u16;
+    names.push(s.clone());
+    ids.insert(s.clone(), i);
+    i
+}
+
+fn gap_bucket(secs: f32) -> u64 {
+    // < 8 s, < 1 min, < 8 min, < 1 h, < 9 h, < 3 d, < 24 d, longer.
+    let b = (secs.max(0.0) + 1.0).log2() / 3.0;
+    (b as u64).min(7)
+}
+
+fn clock_bucket(t: Timestamp) -> u64 {
+    let secs = t.as_micros().div_euclid(1_000_000);
+    let day = secs.div_euclid(86_400);
+    let hour = secs.rem_euclid(86_400) / 3600;
+    // 1970-01-01 was a Thursday: day 0 -> weekday 3 (Monday = 0).
+    let weekday = (day + 3).rem_euclid(7);
+    let weekend = u64::from(weekday >= 5);
+    (hour as u64 / 6) * 2 + weekend
+}
+
+fn position_bucket(seen: u32) -> u64 {
+    u64::from(32 - seen.max(1).leading_zeros())
+}
+
+/// Fills `out` with the interpolated (Witten-Bell) next-type distribution after `st`;
+/// returns the number of context levels found.
+fn distribution(
+    cfg: &RelationalConfig,
+    s: &State,
+    out: &mut Vec<f64>,
+    kind: u16,
+    st: &EntityState,
+    now: Timestamp,
+) -> usize {
+    let v = s.types.len();
+    out.clear();
+    let uni = &s.unigram;
+    let denom = f64::from(uni.total) + v as f64;
+    out.resize(v, 1.0 / denom);
+    for &(t, c) in &uni.next {
+        if let Some(p) = out.get_mut(usize::from(t)) {
+            *p = (f64::from(c) + 1.0) / denom;
+        }
+    }
+    let mut used = 0;
+    for spec in &cfg.contexts {
+        let Some(key) = RelationalModel::context_key(*spec, kind, st, now) else {
+            continue;
+        };
+        let Some(ctx) = s.contexts.get(&key) else {
+            continue;
+        };
+        if ctx.total <= 0.0 {
+            continue;
+        }
+        used += 1;
+        let n = f64::from(ctx.total);
+        let d = ctx.next.len() as f64;
+        let back = d / (n + d);
+        for p in out.iter_mut() {
+            *p *= back;
+        }
+        for &(t, c) in &ctx.next {
+            if let Some(p) = out.get_mut(usize::from(t)) {
+                *p += f64::from(c) / (n + d);
+            }
+        }
+    }
+    used
+}
+
+fn top1(p: &[f64]) -> Option<(u16, f64)> {
+    let mut best: Option<(u16, f64)> = None;
+    for (t, &x) in p.iter().enumerate() {
+        if best.is_none_or(|(_, bp)| x > bp) {
+            best = Some((t as u16, x));
+        }
+    }
+    best
+}
+
+impl RelationalModel {
+    /// A model with the given settings.
+    pub fn new(mut cfg: RelationalConfig) -> Self {
+        let longest = cfg.contexts.iter().map(|c| usize::from(c.history)).max();
+        cfg.order = cfg.order.max(longest.unwrap_or(1)).clamp(1, MAX_ORDER);
+        cfg.contexts.retain(|c| usize::from(c.history) <= MAX_ORDER);
+        cfg.max_entities = cfg.max_entities.max(2);
+        RelationalModel {
+            cfg,
+            ..RelationalModel::default()
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RelationalConfig {
+        &self.cfg
+    }
+
+    /// Entities tracked now (never more than [`RelationalConfig::max_entities`]).
+    pub fn tracked_entities(&self) -> usize {
+        self.s.young.len() + self.s.old.len()
+    }
+
+    /// Entities evicted so far.
+    pub fn evicted_entities(&self) -> u64 {
+        self.s.evicted
+    }
+
+    /// Next-type contexts kept now (never more than [`RelationalConfig::max_contexts`]).
+    pub fn contexts(&self) -> usize {
+        self.s.contexts.len()
+    }
+
+    fn context_key(spec: ContextSpec, kind: u16, st: &EntityState, now: Timestamp) -> Option<u64> {
+        let h = usize::from(spec.history);
+        if st.hist().len() < h {
+            return None;
+        }
+        let mut hasher = FxHasher::default();
+        hasher.write_u64(
+            u64::from(spec.history)
+                | u64::from(spec.gap) << 8
+                | u64::from(spec.clock) << 9
+                | u64::from(spec.position) << 10,
+        );
+        hasher.write_u16(kind);
+        for &t in &st.hist()[..h] {
+            hasher.write_u16(t);
+        }
+        if spec.gap {
+            hasher.write_u64(gap_bucket(st.last_gap_s));
+        }
+        if spec.clock {
+            hasher.write_u64(clock_bucket(now));
+        }
+        if spec.position {
+            hasher.write_u64(position_bucket(st.seen));
+        }
+        Some(hasher.finish())
+    }
+
+    fn entity(&self, key: &EntityKey) -> Option<&EntityState> {
+        self.s.young.get(key).or_else(|| self.s.old.get(key))
+    }
+
+    fn take_entity(&mut self, key: &EntityKey) -> Option<EntityState> {
+        self.s.young.remove(key).or_else(|| self.s.old.remove(key))
+    }
+
+    /// Puts an entity into the young generation; when it is full, the old generation (the
+    /// entities not touched since the last turnover) is dropped.
+    fn put_entity(&mut self, key: EntityKey, st: EntityState) {
+        if self.s.young.len() >= self.cfg.max_entities / 2 {
+            self.s.evicted += self.s.old.len() as u64;
+            self.s.old = std::mem::take(&mut self.s.young);
+        }
+        self.s.young.insert(key, st);
+    }
+
+    fn calibrate(&self, p: f64) -> f64 {
+        if self.s.cal.is_empty() {
+            return p;
+        }
+        let b = ((p * CAL_BINS as f64) as usize).min(CAL_BINS - 1);
+        let (n, k) = self.s.cal[b];
+        // Shrink towards the raw probability with the weight of two observations.
+        (f64::from(k) + 2.0 * p) / (f64::from(n) + 2.0)
+    }
+
+    /// The main entity of an event: its `case`, else its first entity.
+    fn main_ref(e: &Event) -> Option<&prescient_core::EntityRef> {
+        e.entities
+            .iter()
+            .find(|r| r.role.as_deref() == Some("case"))
+            .or_else(|| e.entities.first())
+    }
+
+    fn rel_id(&mut self, kind: u16, ty: u16, from_kind: u16, relation: u8) -> u32 {
+        let next = self.s.rels.len() as u32;
+        let id = *self
+            .s
+            .rel_ids
+            .entry((kind, ty, from_kind, relation))
+            .or_insert(next);
+        if id == next {
+            self.s.rels.push(RelStats::default());
+        }
+        id
+    }
+
+    fn learn_next_type(&mut self, kind: u16, st: &EntityState, cur: u16, now: Timestamp) {
+        let cap = self.cfg.max_count;
+        for i in 0..self.cfg.contexts.len() {
+            let spec = self.cfg.contexts[i];
+            let Some(key) = Self::context_key(spec, kind, st, now) else {
+                continue;
+            };
+            let full = self.s.contexts.len() >= self.cfg.max_contexts;
+            match self.s.contexts.get_mut(&key) {
+                Some(c) => c.add(cur, cap),
+                None if !full => {
+                    let mut c = Counts::default();
+                    c.add(cur, cap);
+                    self.s.contexts.insert(key, c);
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn add_trial(&mut self, rel: u32) {
+        let cap = self.cfg.max_count;
+        if let Some(r) = self.s.rels.get_mut(rel as usize) {
+            r.trials += 1.0;
+            if cap > 0.0 && r.trials > cap {
+                r.trials *= 0.5;
+                r.gaps.scale(0.5);
+            }
+        }
+    }
+
+    fn window_of(&mut self, rel: u32) -> Option<(f64, f64, f32, f32)> {
+        let width = self.cfg.window.as_secs_f64();
+        let max_end = self.cfg.lookahead.as_secs_f64();
+        let min_start = self.cfg.min_lead.as_secs_f64();
+        let r = self.s.rels.get_mut(rel as usize)?;
+        if r.trials <= 0.0 {
+            return None;
+        }
+        if r.window.is_none() || r.trials > r.window_at * 1.05 + 1.0 || r.trials < r.window_at {
+            r.window = r.gaps.densest_window(width, min_start, max_end);
+            r.window_at = r.trials;
+        }
+        let (s, e, w) = r.window?;
+        Some((s, e, w, r.trials))
+    }
+
+    /// Predicts what follows `event` and says why.
+    pub fn explain(&mut self, event: &Event) -> Explanation {
+        let (f, raw, contexts) = self.forecast_inner(event, true);
+        let mut entities = Vec::new();
+        for (p, via, trials, hits) in f.1 {
+            entities.push(ExplainedPrediction {
+                prediction: p,
+                via,
+                trials,
+                hits,
+            });
+        }
+        Explanation {
+            main_entity: Self::main_ref(event).map(|r| r.key()),
+            contexts,
+            next: f.0,
+            raw_top_probability: raw as f32,
+            entities,
+        }
+    }
+
+    #[allow(clippy::type_complexity)] // internal: the forecast parts with their reasons
+    fn forecast_inner(
+        &mut self,
+        event: &Event,
+        explain: bool,
+    ) -> (
+        (Vec<NextEvent>, Vec<(Prediction, EntityKey, f32, f32)>),
+        f64,
+        Vec<ContextUse>,
+    ) {
+        let now = event.time;
+        let mut next = Vec::new();
+        let mut raw_top = 0.0;
+        let mut uses = Vec::new();
+        let cur = self.type_ids.get(&event.event_type).copied();
+        let main = Self::main_ref(event);
+        let kind = main.and_then(|r| self.kind_ids.get(&r.kind).copied());
+        if !self.s.types.is_empty() {
+            let k = kind.unwrap_or(u16::MAX);
+            let mut fallback = EntityState::default();
+            if let Some(c) = cur {
+                fallback.push_type(c, 1);
+                fallback.seen = 1;
+            }
+            let main_key = main.map(|r| r.key());
+            let st: &EntityState = main_key
+                .as_ref()
+                .and_then(|key| self.s.young.get(key).or_else(|| self.s.old.get(key)))
+                .unwrap_or(&fallback);
+            distribution(&self.cfg, &self.s, &mut self.scratch, k, st, now);
+            if explain {
+                for spec in &self.cfg.contexts {
+                    if let Some(key) = Self::context_key(*spec, k, st, now)
+                        && let Some(c) = self.s.contexts.get(&key)
+                    {
+                        let h = usize::from(spec.history);
+                        uses.push(ContextUse {
+                            spec: *spec,
+                            types: st.hist()[..h]
+                                .iter()
+                                .rev()
+                                .map(|&t| self.s.types[usize::from(t)].clone())
+                                .collect(),
+                            count: c.total,
+                            distinct: c.next.len(),
+                        });
+                    }
+                }
+            }
+            let mut ranked: Vec<(u16, f64)> = self
+                .scratch
+                .iter()
+                .enumerate()
+                .map(|(t, &p)| (t as u16, p))
+                .collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            ranked.truncate(self.cfg.max_next);
+            if let Some(&(_, p1)) = ranked.first() {
+                raw_top = p1;
+                let c1 = self.calibrate(p1);
+                let rest = if p1 < 1.0 {
+                    (1.0 - c1) / (1.0 - p1)
+                } else {
+                    0.0
+                };
+                for (i, (t, p)) in ranked.into_iter().enumerate() {
+                    let prob = if i == 0 { c1 } else { p * rest };
+                    let gap = cur
+                        .and_then(|c| self.s.next_gap.get(&(k, c, t)))
+                        .and_then(|h| h.quantile(0.5))
+                        .or_else(|| {
+                            cur.and_then(|c| self.s.any_gap.get(&(k, c)))
+                                .and_then(|h| h.quantile(0.5))
+                        })
+                        .unwrap_or(0.0);
+                    next.push(NextEvent {
+                        event_type: self.s.types[usize::from(t)].clone(),
+                        probability: prob.clamp(0.0, 1.0) as f32,
+                        expected_at: now.plus(Duration::from_secs_f64(gap)),
+                    });
+                }
+            }
+        }
+        let top_type = next.first().map(|n| n.event_type.clone());
+
+        // Entities: the event's own, then their links.
+        let mut ents: Vec<(Prediction, EntityKey, f32, f32)> = Vec::new();
+        let ty = cur.unwrap_or(u16::MAX);
+        let mut cands: Vec<(EntityKey, EntityKey, u16, u16, u8)> = Vec::new();
+        for r in &event.entities {
+            let key = r.key();
+            if cands.iter().any(|c| c.0 == key) {
+                continue;
+            }
+            let Some(&kid) = self.kind_ids.get(&r.kind) else {
+                continue;
+            };
+            cands.push((key.clone(), key, kid, kid, 0));
+        }
+        let own = cands.len();
+        for i in 0..own {
+            let (from, kid) = (cands[i].0.clone(), cands[i].2);
+            let links = self
+                .entity(&from)
+                .map(|s| s.links.clone())
+                .unwrap_or_default();
+            for l in links {
+                if event
+                    .entities
+                    .iter()
+                    .any(|r| r.kind == l.kind && r.id == l.id)
+                    || cands.iter().any(|c| c.0 == l)
+                {
+                    continue;
+                }
+                let Some(&lk) = self.kind_ids.get(&l.kind) else {
+                    continue;
+                };
+                cands.push((l, from.clone(), lk, kid, 1));
+            }
+        }
+        for (key, via, kid, from_kind, relation) in cands {
+            let Some(&rel) = self.s.rel_ids.get(&(kid, ty, from_kind, relation)) else {
+                continue;
+            };
+            let Some((s, e, w, trials)) = self.window_of(rel) else {
+                continue;
+            };
+            let conf = (f64::from(w) / (f64::from(trials) + 1.0)) as f32;
+            ents.push((
+                Prediction {
+                    entity: key,
+                    confidence: conf,
+                    expected_at: now.plus(Duration::from_secs_f64(s)),
+                    latest: now.plus(Duration::from_secs_f64(e.max(s))),
+                    event_type: top_type.clone(),
+                    relation: if relation == 0 {
+                        Relation::Same
+                    } else {
+                        Relation::Linked
+                    },
+                },
+                via,
+                trials,
+                w,
+            ));
+        }
+        ents.sort_by(|a, b| b.0.confidence.total_cmp(&a.0.confidence));
+        ((next, ents), raw_top, uses)
+    }
+
+    /// Writes the model (settings and everything learned) in a versioned binary format.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Corrupt`] if serialisation fails.
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let snap = Snapshot {
+            format_version: FORMAT_VERSION,
+            config: self.cfg.clone(),
+            state: self.s.clone(),
+        };
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let body = postcard::to_stdvec(&snap).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Restores a model written by [`RelationalModel::snapshot`].
+    ///
+    /// # Errors
+    /// [`SnapshotError`] if the bytes are not a snapshot, are of another format version, or are
+    /// corrupt.
+    pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
+            return Err(SnapshotError::NotASnapshot);
+        };
+        let (ver, body) = rest
+            .split_at_checked(4)
+            .ok_or(SnapshotError::NotASnapshot)?;
+        let mut v = [0u8; 4];
+        v.copy_from_slice(ver);
+        let found = u32::from_le_bytes(v);
+        if found != FORMAT_VERSION {
+            return Err(SnapshotError::Version {
+                found,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let snap: Snapshot =
+            postcard::from_bytes(body).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        if snap.format_version != FORMAT_VERSION {
+            return Err(SnapshotError::Version {
+                found: snap.format_version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let mut m = RelationalModel::new(snap.config);
+        m.s = snap.state;
+        m.type_ids =
+            m.s.types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.clone(), i as u16))
+                .collect();
+        m.kind_ids =
+            m.s.kinds
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.clone(), i as u16))
+                .collect();
+        Ok(m)
+    }
+
+    /// Replaces the settings that do not change what was learned (windows, lookahead, bounds).
+    /// The context chain is kept, since the learned counts depend on it.
+    pub fn reconfigure(&mut self, mut cfg: RelationalConfig) {
+        cfg.contexts = self.cfg.contexts.clone();
+        cfg.order = self.cfg.order;
+        for r in &mut self.s.rels {
+            r.window = None;
+        }
+        self.cfg = cfg;
+    }
+}
+
+impl OnlineModel for RelationalModel {
+    fn name(&self) -> &str {
+        "online"
+    }
+
+    fn observe(&mut self, event: &Event, mode: Observe) {
+        if mode == Observe::Skip {
+            return;
+        }
+        let learn = mode == Observe::Learn;
+        let now = event.time;
+        let nowu = now.as_micros();
+        let cap = self.cfg.max_count;
+        let cur = intern(&mut self.s.types, &mut self.type_ids, &event.event_type);
+        let main_idx = event
+            .entities
+            .iter()
+            .position(|r| r.role.as_deref() == Some("case"))
+            .unwrap_or(0);
+
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.clear();
+        for (i, r) in event.entities.iter().enumerate() {
+            if keys
+                .iter()
+                .any(|(k, _, _)| k.kind == r.kind && k.id == r.id)
+            {
+                continue;
+            }
+            let kid = intern(&mut self.s.kinds, &mut self.kind_ids, &r.kind);
+            keys.push((r.key(), kid, i == main_idx));
+        }
+        let mut linked: Vec<(EntityKey, u16)> = Vec::new();
+        for i in 0..keys.len() {
+            let (key, kid, is_main) = (&keys[i].0, keys[i].1, keys[i].2);
+            let mut st = self.take_entity(key).unwrap_or_else(|| EntityState {
+                kind: kid,
+                ..EntityState::default()
+            });
+            if learn && st.seen > 0 {
+                let gap = ((nowu - st.last_time) as f64 / 1e6).max(0.0);
+                if is_main {
+                    // Calibration: what would the model have said before this event?
+                    distribution(&self.cfg, &self.s, &mut self.scratch, kid, &st, now);
+                    if let Some((t, p)) = top1(&self.scratch) {
+                        if self.s.cal.is_empty() {
+                            self.s.cal = vec![(0.0, 0.0); CAL_BINS];
+                        }
+                        let b = ((p * CAL_BINS as f64) as usize).min(CAL_BINS - 1);
+                        let cell = &mut self.s.cal[b];
+                        cell.0 += 1.0;
+                        cell.1 += f32::from(t == cur);
+                        if cap > 0.0 && cell.0 > cap {
+                            cell.0 *= 0.5;
+                            cell.1 *= 0.5;
+                        }
+                    }
+                }
+                self.learn_next_type(kid, &st, cur, now);
+                if let Some(&last) = st.hist().first() {
+                    self.s
+                        .next_gap
+                        .entry((kid, last, cur))
+                        .or_default()
+                        .add(gap, cap);
+                    self.s.any_gap.entry((kid, last)).or_default().add(gap, cap);
+                }
+                // Relation hits: the time from the last trigger of each relation to this touch.
+                for (rel, t0) in [st.trigger_same, st.trigger_link].into_iter().flatten() {
+                    if let Some(r) = self.s.rels.get_mut(rel as usize) {
+                        r.gaps.add(((nowu - t0) as f64 / 1e6).max(0.0), 0.0);
+                    }
+                }
+            }
+            st.kind = kid;
+            st.last_gap_s = if st.seen == 0 {
+                0.0
+            } else {
+                ((nowu - st.last_time) as f64 / 1e6).max(0.0) as f32
+            };
+            st.push_type(cur, self.cfg.order);
+            st.seen = st.seen.saturating_add(1);
+            st.last_time = nowu;
+            st.trigger_same = None;
+            st.trigger_link = None;
+            // Links to the other kinds of this event.
+            if self.cfg.max_links > 0 {
+                for (j, (k2, _, _)) in keys.iter().enumerate() {
+                    if j != i && k2.kind != key.kind {
+                        st.links.retain(|l| l.kind != k2.kind);
+                        st.links.insert(0, k2.clone());
+                    }
+                }
+                st.links.truncate(self.cfg.max_links);
+            }
+            if learn {
+                let rel = self.rel_id(kid, cur, kid, 0);
+                self.add_trial(rel);
+                st.trigger_same = Some((rel, nowu));
+                for l in &st.links {
+                    if !keys.iter().any(|(k, _, _)| k == l) {
+                        linked.push((l.clone(), kid));
+                    }
+                }
+            }
+            self.put_entity(key.clone(), st);
+        }
+        if learn {
+            self.s.unigram.add(cur, cap);
+            for (l, from_kind) in linked {
+                let Some(&lk) = self.kind_ids.get(&l.kind) else {
+                    continue;
+                };
+                let rel = self.rel_id(lk, cur, from_kind, 1);
+                self.add_trial(rel);
+                if let Some(st) = self.s.young.get_mut(&l).or_else(|| self.s.old.get_mut(&l)) {
+                    st.trigger_link = Some((rel, nowu));
+                }
+            }
+        }
+        self.keys = keys;
+    }
+
+    fn forecast(&mut self, event: &Event) -> Forecast {
+        let ((next, ents), _, _) = self.forecast_inner(event, false);
+        Forecast {
+            next,
+            entities: ents.into_iter().map(|(p, ..)| p).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prescient_core::EntityRef;
+
+    fn ev(id: &str, ty: &str, secs: i64, ents: &[(&str, &str)]) -> Event {
+        let mut e = Event::new(id, ty, Timestamp::from_secs(secs));
+        for (k, i) in ents {
+            e = e.with_entity(EntityRef::new(*k, *i));
+        }
+        e
+    }
+
+    /// Learns cases given as type strings (one letter per event, 10 s apart, cases 1000 s apart).
+    fn learn_cases(m: &mut RelationalModel, cases: &[&str], reps: usize) {
+        let mut n = 0;
+        for r in 0..reps {
+            for (ci, c) in cases.iter().enumerate() {
+                let case = format!("{r}-{ci}");
+                for (i, ch) in c.chars().enumerate() {
+                    let t = (n * 1000 + i * 10) as i64;
+                    m.observe(
+                        &ev(
+                            &format!("{case}-{i}"),
+                            &ch.to_string(),
+                            t,
+                            &[("case", &case)],
+                        ),
+                        Observe::Learn,
+                    );
+                }
+                n += 1;
+            }
+        }
+    }
+
+    fn top(m: &mut RelationalModel, e: &Event) -> Option<(String, f32)> {
+        m.forecast(e)
+            .top()
+            .map(|n| (n.event_type.to_string(), n.probability))
+    }
+
+    #[test]
+    fn longer_contexts_win_where_they_know_more() {
+        let mut m = RelationalModel::default();
+        // After b, the next type depends on what came before b.
+        learn_cases(&mut m, &["abc", "dbe"], 50);
+        let t = 1_000_000;
+        for (first, want) in [("a", "c"), ("d", "e")] {
+            let case = format!("q{first}");
+            m.observe(&ev("1", first, t, &[("case", &case)]), Observe::Track);
+            let e = ev("2", "b", t + 10, &[("case", &case)]);
+            m.observe(&e, Observe::Track);
+            let (ty, p) = top(&mut m, &e).unwrap_or_default();
+            assert_eq!(ty, want);
+            assert!(p > 0.9, "{p}");
+        }
+        // The median gap of the transition: 10 s.
+        let e = ev("3", "b", t + 20, &[("case", "qa")]);
+        let f = m.forecast(&e);
+        let gap = f.next[0].expected_at.secs_since(e.time);
+        assert!((7.0..=14.0).contains(&gap), "{gap}");
+    }
+
+    #[test]
+    fn track_learns_nothing() {
+        let mut m = RelationalModel::default();
+        learn_cases(&mut m, &["abc"], 5);
+        let before = m.snapshot().unwrap_or_default();
+        let ctx = m.contexts();
+        for i in 0..5 {
+            let e = ev("x", "z", 100_000 + i, &[("case", "new")]);
+            m.observe(&e, Observe::Track);
+        }
+        assert_eq!(m.contexts(), ctx);
+        assert_eq!(m.s.unigram.total, 15.0);
+        assert_ne!(before, m.snapshot().unwrap_or_default()); // the context did move
+    }
+
+    #[test]
+    fn same_entity_window_and_confidence_are_hit_rates() {
+        let mut m = RelationalModel::default();
+        // 10 orders: touched by `a`, then by `b` 100 s later, never again.
+        for i in 0..10i64 {
+            let o = format!("o{i}");
+            m.observe(&ev("1", "a", i * 10_000, &[("order", &o)]), Observe::Learn);
+            m.observe(
+                &ev("2", "b", i * 10_000 + 100, &[("order", &o)]),
+                Observe::Learn,
+            );
+        }
+        let e = ev("q", "a", 1_000_000, &[("order", "new")]);
+        m.observe(&e, Observe::Learn);
+        let f = m.forecast(&e);
+        let p = f
+            .entities
+            .iter()
+            .find(|p| p.entity == EntityKey::new("order", "new"));
+        let Some(p) = p else {
+            panic!("no prediction for the new order: {f:?}");
+        };
+        assert_eq!(p.relation, Relation::Same);
+        // 10 hits out of 11 trials (the query itself is a pending trial), shrunk by one.
+        assert!(
+            (p.confidence - 10.0 / 12.0).abs() < 1e-6,
+            "{}",
+            p.confidence
+        );
+        let (s, l) = (
+            p.expected_at.secs_since(e.time),
+            p.latest.secs_since(e.time),
+        );
+        assert!(s <= 100.0 && l >= 100.0 && l - s <= 3600.0, "{s} {l}");
+        // After `b` nothing follows: no window, no prediction.
+        let e = ev("r", "b", 1_000_100, &[("order", "new")]);
+        m.observe(&e, Observe::Learn);
+        assert!(m.forecast(&e).entities.is_empty());
+    }
+
+    #[test]
+    fn linked_entities_are_predicted_for_unseen_entities() {
+        let mut m = RelationalModel::default();
+        // Place (order + customer), pay (order only) 50 s later, then the customer is touched
+        // again by `mail` 150 s after the payment.
+        for i in 0..20i64 {
+            let (o, c) = (format!("o{i}"), format!("c{i}"));
+            let t = i * 10_000;
+            m.observe(
+                &ev("p", "place", t, &[("order", &o), ("customer", &c)]),
+                Observe::Learn,
+            );
+            m.observe(&ev("y", "pay", t + 50, &[("order", &o)]), Observe::Learn);
+            m.observe(
+                &ev("m", "mail", t + 200, &[("customer", &c)]),
+                Observe::Learn,
+            );
+        }
+        let t = 1_000_000;
+        m.observe(
+            &ev("p", "place", t, &[("order", "onew"), ("customer", "cnew")]),
+            Observe::Learn,
+        );
+        let e = ev("y", "pay", t + 50, &[("order", "onew")]);
+        m.observe(&e, Observe::Learn);
+        let x = m.explain(&e);
+        let p = x
+            .entities
+            .iter()
+            .find(|p| p.prediction.entity == EntityKey::new("customer", "cnew"));
+        let Some(p) = p else {
+            panic!("no linked prediction: {x:?}");
+        };
+        assert_eq!(p.prediction.relation, Relation::Linked);
+        assert_eq!(p.via, EntityKey::new("order", "onew"));
+        assert!(p.prediction.confidence > 0.8);
+        let s = p.prediction.expected_at.secs_since(e.time);
+        let l = p.prediction.latest.secs_since(e.time);
+        assert!(s <= 150.0 && l >= 150.0, "{s} {l}");
+        assert_eq!(x.main_entity, Some(EntityKey::new("order", "onew")));
+    }
+
+    #[test]
+    fn memory_is_bounded_by_configuration() {
+        let mut m = RelationalModel::new(RelationalConfig {
+            max_entities: 1000,
+            max_contexts: 50,
+            ..RelationalConfig::default()
+        });
+        for i in 0..100_000i64 {
+            let id = i.to_string();
+            let ty = (i % 97).to_string();
+            m.observe(&ev("e", &ty, i, &[("k", &id)]), Observe::Learn);
+            assert!(m.tracked_entities() <= 1000);
+        }
+        assert!(m.contexts() <= 50);
+        assert!(m.evicted_entities() >= 98_000);
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_errors() {
+        let mut m = RelationalModel::default();
+        learn_cases(&mut m, &["abc", "abd", "xbc"], 10);
+        let bytes = m.snapshot().unwrap_or_default();
+        let mut back = match RelationalModel::restore(&bytes) {
+            Ok(b) => b,
+            Err(e) => panic!("restore failed: {e}"),
+        };
+        let e = ev("q", "b", 99_999, &[("case", "0-0")]);
+        assert_eq!(m.forecast(&e), back.forecast(&e));
+        assert!(matches!(
+            RelationalModel::restore(b"hello"),
+            Err(SnapshotError::NotASnapshot)
+        ));
+        let mut other = bytes.clone();
+        other[8] = 99;
+        assert!(matches!(
+            RelationalModel::restore(&other),
+            Err(SnapshotError::Version { found: 99, .. })
+        ));
+        assert!(matches!(
+            RelationalModel::restore(&bytes[..bytes.len() / 2]),
+            Err(SnapshotError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn top1_confidence_is_calibrated_on_a_noisy_process() {
+        // After `a`: `b` with probability 0.7, else `c` (a fixed pseudo-random sequence).
+        let mut m = RelationalModel::default();
+        let mut x: u64 = 12345;
+        let (mut hits, mut n, mut conf) = (0.0, 0.0, 0.0);
+        for i in 0..4000i64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let next = if (x >> 33) % 10 < 7 { "b" } else { "c" };
+            let case = i.to_string();
+            let a = ev("a", "a", i * 100, &[("case", &case)]);
+            m.observe(&a, Observe::Learn);
+            if i >= 2000 {
+                let f = m.forecast(&a);
+                if let Some(t) = f.top() {
+                    n += 1.0;
+                    conf += f64::from(t.probability);
+                    hits += f64::from(u8::from(t.event_type == next));
+                }
+            }
+            m.observe(
+                &ev("n", next, i * 100 + 10, &[("case", &case)]),
+                Observe::Learn,
+            );
+        }
+        let (acc, mean_conf) = (hits / n, conf / n);
+        assert!(
+            (acc - mean_conf).abs() < 0.05,
+            "accuracy {acc}, confidence {mean_conf}"
+        );
+    }
+}
