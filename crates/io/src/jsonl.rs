@@ -32,11 +32,17 @@ pub(crate) fn read(
         }
         match serde_json::from_slice::<Event>(&buf) {
             Ok(e) => events.push(e),
-            Err(e) => errors.skip(ImportError::at(
-                file,
-                line,
-                format!("not a valid event: {e}"),
-            ))?,
+            Err(e) => {
+                // The line is already named; serde's position within it is noise.
+                let full = e.to_string();
+                let suffix = format!(" at line {} column {}", e.line(), e.column());
+                let msg = full.strip_suffix(&suffix).unwrap_or(&full);
+                errors.skip(ImportError::at(
+                    file,
+                    line,
+                    format!("not a valid event: {msg}"),
+                ))?;
+            }
         }
     }
     Ok(ImportedLog {

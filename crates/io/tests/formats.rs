@@ -87,7 +87,10 @@ fn jsonl_errors_name_the_line() {
     out.extend_from_slice(b"{not json\n");
     let p = dir.file("broken.jsonl", &out);
     let msg = error(&p, &ImportOptions::default());
-    assert_mentions(&msg, &["broken.jsonl:3:", "missing field `time`"]);
+    assert!(
+        msg.ends_with("broken.jsonl:3: not a valid event: missing field `time`"),
+        "{msg}"
+    );
     let opts = ImportOptions {
         skip_invalid: true,
         ..ImportOptions::default()
