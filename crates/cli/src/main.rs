@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod duration;
+mod log_args;
+mod models;
 
 /// Predictive prefetching for event-driven systems.
 ///
@@ -21,12 +24,21 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     // Each subcommand lives in its own module under `cmd/`; add one line here per subcommand.
+    Replay(cmd::replay::Args),
+    Evaluate(cmd::evaluate::Args),
+    Train(cmd::train::Args),
+    Explain(cmd::explain::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let result = match cli.command {};
+    let result = match cli.command {
+        Command::Replay(args) => cmd::replay::run(args),
+        Command::Evaluate(args) => cmd::evaluate::run(args),
+        Command::Train(args) => cmd::train::run(args),
+        Command::Explain(args) => cmd::explain::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -40,5 +52,8 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

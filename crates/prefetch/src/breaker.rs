@@ -19,7 +19,10 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        BreakerConfig { failure_threshold: 5, open_for: Duration::from_secs(10) }
+        BreakerConfig {
+            failure_threshold: 5,
+            open_for: Duration::from_secs(10),
+        }
     }
 }
 
@@ -61,7 +64,14 @@ pub struct Breaker {
 impl Breaker {
     /// A closed breaker.
     pub fn new(cfg: BreakerConfig) -> Self {
-        Breaker { cfg, consecutive_failures: 0, open_until: None, probing: false, opened: 0, refused: 0 }
+        Breaker {
+            cfg,
+            consecutive_failures: 0,
+            open_until: None,
+            probing: false,
+            opened: 0,
+            refused: 0,
+        }
     }
 
     /// The state at `now`.
@@ -110,7 +120,8 @@ impl Breaker {
             if !was_half_open {
                 self.opened += 1;
                 tracing::warn!(
-                    message = "Predictor failing; prediction switched off, serving as a plain cache.",
+                    message =
+                        "Predictor failing; prediction switched off, serving as a plain cache.",
                     failures = self.consecutive_failures
                 );
             }
@@ -129,7 +140,10 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_probes_and_recovers() {
-        let mut b = Breaker::new(BreakerConfig { failure_threshold: 3, open_for: Duration::from_millis(100) });
+        let mut b = Breaker::new(BreakerConfig {
+            failure_threshold: 3,
+            open_for: Duration::from_millis(100),
+        });
         for i in 0..2 {
             assert!(b.allow(t(i)));
             b.record(t(i), false);
@@ -153,7 +167,10 @@ mod tests {
 
     #[test]
     fn a_success_resets_the_count() {
-        let mut b = Breaker::new(BreakerConfig { failure_threshold: 2, open_for: Duration::from_secs(1) });
+        let mut b = Breaker::new(BreakerConfig {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(1),
+        });
         b.record(t(0), false);
         b.record(t(1), true);
         b.record(t(2), false);

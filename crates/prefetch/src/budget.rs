@@ -19,7 +19,11 @@ pub struct BudgetConfig {
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        BudgetConfig { per_read: 1.0, per_second: 0.0, burst: 1_000.0 }
+        BudgetConfig {
+            per_read: 1.0,
+            per_second: 0.0,
+            burst: 1_000.0,
+        }
     }
 }
 
@@ -34,7 +38,11 @@ pub struct Budget {
 impl Budget {
     /// A full bucket.
     pub fn new(cfg: BudgetConfig) -> Self {
-        Budget { cfg, tokens: cfg.burst, last: None }
+        Budget {
+            cfg,
+            tokens: cfg.burst,
+            last: None,
+        }
     }
 
     /// Earns the tokens of one consumer read.
@@ -75,7 +83,11 @@ mod tests {
 
     #[test]
     fn reads_earn_and_prefetches_spend() {
-        let mut b = Budget::new(BudgetConfig { per_read: 0.5, per_second: 0.0, burst: 2.0 });
+        let mut b = Budget::new(BudgetConfig {
+            per_read: 0.5,
+            per_second: 0.0,
+            burst: 2.0,
+        });
         let now = Timestamp::EPOCH;
         assert!(b.try_spend(now));
         assert!(b.try_spend(now));
@@ -88,7 +100,11 @@ mod tests {
 
     #[test]
     fn time_earns_at_the_rate() {
-        let mut b = Budget::new(BudgetConfig { per_read: 0.0, per_second: 10.0, burst: 5.0 });
+        let mut b = Budget::new(BudgetConfig {
+            per_read: 0.0,
+            per_second: 10.0,
+            burst: 5.0,
+        });
         let t0 = Timestamp::from_secs(100);
         for _ in 0..5 {
             assert!(b.try_spend(t0));

@@ -17,5 +17,8 @@ pub mod retry;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use budget::{Budget, BudgetConfig};
-pub use planner::{Batch, BatchItem, Failure, InFlight, LoadId, Offer, Origin, PlanKey, Planner, PlannerConfig, PlannerStats};
+pub use planner::{
+    Batch, BatchItem, Failure, InFlight, LoadId, Offer, Origin, PlanKey, Planner, PlannerConfig,
+    PlannerStats,
+};
 pub use retry::RetryConfig;

@@ -332,7 +332,11 @@ impl<K: PlanKey> Planner<K> {
                 self.pending.insert(offer.key.clone(), plan);
             }
         }
-        self.timeline.push(Reverse(Timed { due, seq: self.seq, key: offer.key }));
+        self.timeline.push(Reverse(Timed {
+            due,
+            seq: self.seq,
+            key: offer.key,
+        }));
         self.compact();
     }
 
@@ -348,7 +352,13 @@ impl<K: PlanKey> Planner<K> {
             self.timeline = self
                 .pending
                 .iter()
-                .map(|(k, p)| Reverse(Timed { due: p.due, seq: p.seq, key: k.clone() }))
+                .map(|(k, p)| {
+                    Reverse(Timed {
+                        due: p.due,
+                        seq: p.seq,
+                        key: k.clone(),
+                    })
+                })
                 .collect();
             self.ready.clear();
         }
@@ -358,7 +368,9 @@ impl<K: PlanKey> Planner<K> {
     /// due but wait for budget or a free slot are retried on the next poll (drivers poll after
     /// every read and every finished load).
     pub fn next_due(&self) -> Option<Timestamp> {
-        self.timeline.peek().map(|t| t.0.due.minus(self.cfg.batch_window))
+        self.timeline
+            .peek()
+            .map(|t| t.0.due.minus(self.cfg.batch_window))
     }
 
     /// Whether due plans are waiting for budget or a free slot.
@@ -382,7 +394,11 @@ impl<K: PlanKey> Planner<K> {
         if let Some(f) = self.in_flight.get(key) {
             return (*f, false);
         }
-        let f = InFlight { id: self.new_load(), origin: Origin::Demand, started: now };
+        let f = InFlight {
+            id: self.new_load(),
+            origin: Origin::Demand,
+            started: now,
+        };
         self.in_flight.insert(key.clone(), f);
         (f, true)
     }
@@ -401,20 +417,33 @@ impl<K: PlanKey> Planner<K> {
 
     /// The batches to load at `now`. `is_fresh(key, at)` says whether the cache holds a current
     /// entry of `key` that will still be usable at `at`; such entities are skipped.
-    pub fn poll(&mut self, now: Timestamp, is_fresh: &mut dyn FnMut(&K, Timestamp) -> bool) -> Vec<Batch<K>> {
+    pub fn poll(
+        &mut self,
+        now: Timestamp,
+        is_fresh: &mut dyn FnMut(&K, Timestamp) -> bool,
+    ) -> Vec<Batch<K>> {
         let horizon = now.plus(self.cfg.batch_window);
         while let Some(Reverse(t)) = self.timeline.peek() {
             if t.due > horizon {
                 break;
             }
-            let Some(Reverse(t)) = self.timeline.pop() else { break };
+            let Some(Reverse(t)) = self.timeline.pop() else {
+                break;
+            };
             if let Some(p) = self.pending.get(&t.key).filter(|p| p.seq == t.seq) {
-                self.ready.push(Ready { confidence: p.confidence, expected_at: p.expected_at, seq: p.seq, key: t.key });
+                self.ready.push(Ready {
+                    confidence: p.confidence,
+                    expected_at: p.expected_at,
+                    seq: p.seq,
+                    key: t.key,
+                });
             }
         }
         let mut by_kind: Vec<Batch<K>> = Vec::new();
         while self.prefetches_in_flight < self.cfg.max_in_flight {
-            let Some((key, seq)) = self.ready.peek().map(|r| (r.key.clone(), r.seq)) else { break };
+            let Some((key, seq)) = self.ready.peek().map(|r| (r.key.clone(), r.seq)) else {
+                break;
+            };
             let Some(plan) = self.pending.get(&key).filter(|p| p.seq == seq).cloned() else {
                 self.ready.pop();
                 continue;
@@ -444,7 +473,14 @@ impl<K: PlanKey> Planner<K> {
             let Some(r) = self.ready.pop() else { break };
             self.pending.remove(&r.key);
             let load = self.new_load();
-            self.in_flight.insert(r.key.clone(), InFlight { id: load, origin: Origin::Prefetch, started: now });
+            self.in_flight.insert(
+                r.key.clone(),
+                InFlight {
+                    id: load,
+                    origin: Origin::Prefetch,
+                    started: now,
+                },
+            );
             self.prefetches_in_flight += 1;
             self.stats.issued += 1;
             let item = BatchItem {
@@ -456,9 +492,15 @@ impl<K: PlanKey> Planner<K> {
                 attempt: plan.attempt + 1,
             };
             let kind = item.key.kind();
-            match by_kind.iter_mut().find(|b| b.kind == kind && b.items.len() < self.cfg.batch_size) {
+            match by_kind
+                .iter_mut()
+                .find(|b| b.kind == kind && b.items.len() < self.cfg.batch_size)
+            {
                 Some(b) => b.items.push(item),
-                None => by_kind.push(Batch { kind, items: vec![item] }),
+                None => by_kind.push(Batch {
+                    kind,
+                    items: vec![item],
+                }),
             }
         }
         self.stats.batches += by_kind.len() as u64;
@@ -467,13 +509,25 @@ impl<K: PlanKey> Planner<K> {
 
     /// The TTL for a prefetched entry filled at `now` whose predicted window ends at `latest`.
     pub fn ttl_for(&self, now: Timestamp, latest: Timestamp) -> Duration {
-        latest.since(now).saturating_add(self.cfg.ttl_slack).clamp(self.cfg.min_ttl, self.cfg.max_ttl)
+        latest
+            .since(now)
+            .saturating_add(self.cfg.ttl_slack)
+            .clamp(self.cfg.min_ttl, self.cfg.max_ttl)
     }
 
     /// A prefetch load finished. On success, returns the TTL to cache the entry with.
     /// On failure, a transient error is retried with backoff while attempts and the window last.
-    pub fn complete(&mut self, now: Timestamp, item: &BatchItem<K>, result: Result<(), Failure>) -> Option<Duration> {
-        if self.in_flight.get(&item.key).is_some_and(|f| f.id == item.load) {
+    pub fn complete(
+        &mut self,
+        now: Timestamp,
+        item: &BatchItem<K>,
+        result: Result<(), Failure>,
+    ) -> Option<Duration> {
+        if self
+            .in_flight
+            .get(&item.key)
+            .is_some_and(|f| f.id == item.load)
+        {
             self.in_flight.remove(&item.key);
         }
         self.prefetches_in_flight = self.prefetches_in_flight.saturating_sub(1);
@@ -501,7 +555,11 @@ impl<K: PlanKey> Planner<K> {
                     };
                     tracing::debug!(message = "Prefetch failed; retrying.", entity = ?item.key, attempt = item.attempt, retry_in_ms = retry_at.since(now).as_millis() as u64);
                     self.pending.insert(item.key.clone(), plan);
-                    self.timeline.push(Reverse(Timed { due: retry_at, seq: self.seq, key: item.key.clone() }));
+                    self.timeline.push(Reverse(Timed {
+                        due: retry_at,
+                        seq: self.seq,
+                        key: item.key.clone(),
+                    }));
                 } else {
                     self.stats.failed += 1;
                     tracing::debug!(message = "Prefetch failed; giving up.", entity = ?item.key, attempt = item.attempt);
@@ -537,21 +595,38 @@ mod tests {
     }
 
     fn offer(key: (u8, u32), conf: f32, at: i64) -> Offer<(u8, u32)> {
-        Offer { key, confidence: conf, expected_at: ms(at), latest: ms(at + 1000) }
+        Offer {
+            key,
+            confidence: conf,
+            expected_at: ms(at),
+            latest: ms(at + 1000),
+        }
     }
 
     fn cfg() -> PlannerConfig {
         PlannerConfig {
             lead: Duration::from_millis(10),
             batch_window: Duration::ZERO,
-            budget: BudgetConfig { per_read: 1.0, per_second: 0.0, burst: 100.0 },
-            retry: RetryConfig { max_attempts: 3, base: Duration::from_millis(5), max: Duration::from_millis(50), jitter: 0.0 },
+            budget: BudgetConfig {
+                per_read: 1.0,
+                per_second: 0.0,
+                burst: 100.0,
+            },
+            retry: RetryConfig {
+                max_attempts: 3,
+                base: Duration::from_millis(5),
+                max: Duration::from_millis(50),
+                jitter: 0.0,
+            },
             ..PlannerConfig::default()
         }
     }
 
     fn keys(batches: &[Batch<(u8, u32)>]) -> Vec<(u8, u32)> {
-        batches.iter().flat_map(|b| b.items.iter().map(|i| i.key)).collect()
+        batches
+            .iter()
+            .flat_map(|b| b.items.iter().map(|i| i.key))
+            .collect()
     }
 
     #[test]
@@ -566,7 +641,11 @@ mod tests {
 
     #[test]
     fn threshold_and_horizon_filter() {
-        let mut p = Planner::new(PlannerConfig { threshold: 0.5, horizon: Duration::from_secs(1), ..cfg() });
+        let mut p = Planner::new(PlannerConfig {
+            threshold: 0.5,
+            horizon: Duration::from_secs(1),
+            ..cfg()
+        });
         p.offer(ms(0), offer((0, 1), 0.49, 10));
         p.offer(ms(0), offer((0, 2), 0.9, 5_000));
         assert_eq!(p.pending_len(), 0);
@@ -602,7 +681,11 @@ mod tests {
 
     #[test]
     fn priority_batches_and_concurrency() {
-        let mut p = Planner::new(PlannerConfig { max_in_flight: 2, batch_size: 8, ..cfg() });
+        let mut p = Planner::new(PlannerConfig {
+            max_in_flight: 2,
+            batch_size: 8,
+            ..cfg()
+        });
         p.offer(ms(0), offer((0, 1), 0.6, 10));
         p.offer(ms(0), offer((1, 2), 0.95, 10));
         p.offer(ms(0), offer((0, 3), 0.9, 10));
@@ -618,7 +701,14 @@ mod tests {
 
     #[test]
     fn budget_caps_extra_load() {
-        let mut p = Planner::new(PlannerConfig { budget: BudgetConfig { per_read: 1.0, per_second: 0.0, burst: 1.0 }, ..cfg() });
+        let mut p = Planner::new(PlannerConfig {
+            budget: BudgetConfig {
+                per_read: 1.0,
+                per_second: 0.0,
+                burst: 1.0,
+            },
+            ..cfg()
+        });
         p.offer(ms(0), offer((0, 1), 0.9, 10));
         p.offer(ms(0), offer((0, 2), 0.8, 10));
         assert_eq!(keys(&p.poll(ms(0), &mut |_, _| false)), vec![(0, 1)]);
@@ -670,7 +760,14 @@ mod tests {
 
     #[test]
     fn late_plans_expire() {
-        let mut p = Planner::new(PlannerConfig { budget: BudgetConfig { per_read: 0.0, per_second: 0.0, burst: 0.0 }, ..cfg() });
+        let mut p = Planner::new(PlannerConfig {
+            budget: BudgetConfig {
+                per_read: 0.0,
+                per_second: 0.0,
+                burst: 0.0,
+            },
+            ..cfg()
+        });
         p.offer(ms(0), offer((0, 1), 0.9, 10));
         assert!(p.poll(ms(0), &mut |_, _| false).is_empty());
         assert!(p.poll(ms(5_000), &mut |_, _| false).is_empty());

@@ -50,20 +50,33 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let cfg = RetryConfig { max_attempts: 10, base: Duration::from_millis(10), max: Duration::from_millis(100), jitter: 0.0 };
+        let cfg = RetryConfig {
+            max_attempts: 10,
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            jitter: 0.0,
+        };
         let mut rng = SmallRng::seed_from_u64(1);
-        let d: Vec<_> = (1..=6).map(|a| cfg.delay(a, &mut rng).as_millis()).collect();
+        let d: Vec<_> = (1..=6)
+            .map(|a| cfg.delay(a, &mut rng).as_millis())
+            .collect();
         assert_eq!(d, vec![10, 20, 40, 80, 100, 100]);
     }
 
     #[test]
     fn jitter_stays_in_bounds() {
-        let cfg = RetryConfig { jitter: 0.5, ..RetryConfig::default() };
+        let cfg = RetryConfig {
+            jitter: 0.5,
+            ..RetryConfig::default()
+        };
         let mut rng = SmallRng::seed_from_u64(7);
         for a in 1..5 {
             let base = cfg.base.saturating_mul(1 << (a - 1)).min(cfg.max);
             let d = cfg.delay(a, &mut rng);
-            assert!(d >= base.mul_f64(0.5) && d <= base.mul_f64(1.5), "{d:?} vs {base:?}");
+            assert!(
+                d >= base.mul_f64(0.5) && d <= base.mul_f64(1.5),
+                "{d:?} vs {base:?}"
+            );
         }
     }
 }

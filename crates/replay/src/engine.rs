@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use prescient_core::{Observe, PredictError, PredictRequest, Predictor, Timestamp};
-use prescient_prefetch::{BatchItem, Breaker, BreakerConfig, Failure, Offer, PlanKey, Planner, PlannerConfig, PlannerStats};
+use prescient_prefetch::{
+    BatchItem, Breaker, BreakerConfig, Failure, Offer, PlanKey, Planner, PlannerConfig,
+    PlannerStats,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
@@ -146,7 +149,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             w,
             cache,
             ttl_us,
-            store_version: vec![1; w.distinct_entities()],
+            store_version: vec![1; w.entity_slots()],
             loads: BinaryHeap::new(),
             load_info: FxHashMap::default(),
             inflight: FxHashMap::default(),
@@ -172,14 +175,17 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             predictor,
             planner: Planner::new(planner),
             breaker: Breaker::new(breaker),
-            tags: vec![PrefetchTag::default(); self.w.distinct_entities()],
+            tags: vec![PrefetchTag::default(); self.w.entity_slots()],
             rng: SmallRng::seed_from_u64(seed),
         });
         self
     }
 
     fn key(&self, idx: u32) -> SimKey {
-        SimKey { idx, kind: self.w.kinds[idx as usize] }
+        SimKey {
+            idx,
+            kind: self.w.kinds[idx as usize],
+        }
     }
 
     /// Runs the whole workload; `progress(events_done)` is called now and then.
@@ -199,7 +205,11 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                 ri += 1;
                 pi = ri;
             } else {
-                let tp = if pi < n { self.w.events[pi].time.as_micros() } else { i64::MAX };
+                let tp = if pi < n {
+                    self.w.events[pi].time.as_micros()
+                } else {
+                    i64::MAX
+                };
                 let tr = self.w.events[ri].time.as_micros().saturating_add(delay);
                 if pi < n && tp <= tr {
                     self.advance_to(tp);
@@ -278,7 +288,9 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             // 1. The cache, if its version is current.
             if let Some(slot) = self.cache.get(idx, now).filter(|s| s.version >= current) {
                 self.stats.hits += 1;
-                self.stats.latencies_us.push(us(self.s.cache_latency) as u32);
+                self.stats
+                    .latencies_us
+                    .push(us(self.s.cache_latency) as u32);
                 if slot.version < current {
                     self.stats.stale_reads += 1;
                 }
@@ -294,7 +306,9 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             // 2. A load in flight of a current version: join it.
             if let Some(f) = self.inflight.get_mut(&idx).filter(|f| f.version >= current) {
                 self.stats.joined += 1;
-                self.stats.latencies_us.push((f.done - t).clamp(0, u32::MAX as i64) as u32);
+                self.stats
+                    .latencies_us
+                    .push((f.done - t).clamp(0, u32::MAX as i64) as u32);
                 if f.prefetch && !f.useful {
                     f.useful = true;
                     self.stats.useful_prefetches += 1;
@@ -314,11 +328,24 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         self.seq += 1;
         let done = t.saturating_add(us(self.s.db_latency));
         if let Some(p) = &mut self.prescient {
-            let key = SimKey { idx, kind: self.w.kinds[idx as usize] };
+            let key = SimKey {
+                idx,
+                kind: self.w.kinds[idx as usize],
+            };
             p.planner.begin_demand(Timestamp::from_micros(t), &key);
         }
-        self.inflight.insert(idx, Flight { seq: self.seq, done, version, prefetch: false, useful: false });
-        self.load_info.insert(self.seq, (idx, version, LoadKind::Demand));
+        self.inflight.insert(
+            idx,
+            Flight {
+                seq: self.seq,
+                done,
+                version,
+                prefetch: false,
+                useful: false,
+            },
+        );
+        self.load_info
+            .insert(self.seq, (idx, version, LoadKind::Demand));
         self.loads.push(Reverse((done, self.seq)));
     }
 
@@ -329,17 +356,35 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             return;
         }
         let event = &self.w.events[i];
-        let req = PredictRequest { event, observe: Observe::Learn, deadline: Some(now) };
-        let result = p.predictor.predict(req).now_or_never().unwrap_or(Err(PredictError::Timeout));
+        let req = PredictRequest {
+            event,
+            observe: Observe::Learn,
+            deadline: Some(now),
+        };
+        let result = p
+            .predictor
+            .predict(req)
+            .now_or_never()
+            .unwrap_or(Err(PredictError::Timeout));
         match result {
             Ok(forecast) => {
                 p.breaker.record(now, true);
                 for pred in forecast.entities {
-                    let Some(idx) = self.w.index_of(&pred.entity) else { continue };
-                    let key = SimKey { idx, kind: self.w.kinds[idx as usize] };
+                    let Some(idx) = self.w.index_of(&pred.entity) else {
+                        continue;
+                    };
+                    let key = SimKey {
+                        idx,
+                        kind: self.w.kinds[idx as usize],
+                    };
                     p.planner.offer(
                         now,
-                        Offer { key, confidence: pred.confidence, expected_at: pred.expected_at, latest: pred.latest },
+                        Offer {
+                            key,
+                            confidence: pred.confidence,
+                            expected_at: pred.expected_at,
+                            latest: pred.latest,
+                        },
                     );
                 }
             }
@@ -359,7 +404,9 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         let cache = &self.cache;
         let store_version = &self.store_version;
         let batches = p.planner.poll(now, &mut |k: &SimKey, at: Timestamp| {
-            cache.peek(k.idx, now).is_some_and(|s| s.version >= store_version[k.idx as usize] && s.expires > at.as_micros())
+            cache.peek(k.idx, now).is_some_and(|s| {
+                s.version >= store_version[k.idx as usize] && s.expires > at.as_micros()
+            })
         });
         let done = t.saturating_add(us(self.s.db_latency));
         for batch in batches {
@@ -367,19 +414,32 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             for item in batch.items {
                 let idx = item.key.idx;
                 let version = self.store_version[idx as usize];
-                let fails = self.s.prefetch_failure_rate > 0.0 && p.rng.random_bool(self.s.prefetch_failure_rate.min(1.0));
+                let fails = self.s.prefetch_failure_rate > 0.0
+                    && p.rng.random_bool(self.s.prefetch_failure_rate.min(1.0));
                 self.stats.prefetches += 1;
                 self.stats.db_reads += 1;
                 self.seq += 1;
-                self.inflight.insert(idx, Flight { seq: self.seq, done, version, prefetch: true, useful: false });
-                self.load_info.insert(self.seq, (idx, version, LoadKind::Prefetch(item, fails)));
+                self.inflight.insert(
+                    idx,
+                    Flight {
+                        seq: self.seq,
+                        done,
+                        version,
+                        prefetch: true,
+                        useful: false,
+                    },
+                );
+                self.load_info
+                    .insert(self.seq, (idx, version, LoadKind::Prefetch(item, fails)));
                 self.loads.push(Reverse((done, self.seq)));
             }
         }
     }
 
     fn complete(&mut self, done: i64, seq: u64) {
-        let Some((idx, version, kind)) = self.load_info.remove(&seq) else { return };
+        let Some((idx, version, kind)) = self.load_info.remove(&seq) else {
+            return;
+        };
         let flight = self.inflight.get(&idx).copied().filter(|f| f.seq == seq);
         if flight.is_some() {
             self.inflight.remove(&idx);
@@ -388,7 +448,10 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         match kind {
             LoadKind::Demand => {
                 if let Some(p) = &mut self.prescient {
-                    let key = SimKey { idx, kind: self.w.kinds[idx as usize] };
+                    let key = SimKey {
+                        idx,
+                        kind: self.w.kinds[idx as usize],
+                    };
                     // The planner's in-flight entry for this demand load has the planner's own id;
                     // the entity is no longer in flight either way.
                     if let Some(f) = p.planner.in_flight(&key).copied() {
@@ -410,8 +473,12 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                     self.poll(done);
                     return;
                 }
-                let Some(ttl) = p.planner.complete(now, &item, Ok(())) else { return };
-                let expires = done.saturating_add(us(ttl)).min(done.saturating_add(self.ttl_us));
+                let Some(ttl) = p.planner.complete(now, &item, Ok(())) else {
+                    return;
+                };
+                let expires = done
+                    .saturating_add(us(ttl))
+                    .min(done.saturating_add(self.ttl_us));
                 let prev_valid_until = self
                     .cache
                     .peek(idx, now)
@@ -419,7 +486,11 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                     .map_or(i64::MIN, |s| s.expires);
                 let joined_useful = flight.is_some_and(|f| f.useful);
                 if self.cache.insert(idx, version, now, expires) {
-                    p.tags[idx as usize] = PrefetchTag { active: true, counted: joined_useful, prev_valid_until };
+                    p.tags[idx as usize] = PrefetchTag {
+                        active: true,
+                        counted: joined_useful,
+                        prev_valid_until,
+                    };
                 }
                 self.poll(done);
             }

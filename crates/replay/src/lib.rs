@@ -47,13 +47,20 @@ impl std::str::FromStr for Capacity {
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         if let Some(p) = s.strip_suffix('%') {
-            let p: f64 = p.trim().parse().map_err(|_| format!("invalid capacity {s:?}: expected e.g. 5% or 1000"))?;
+            let p: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("invalid capacity {s:?}: expected e.g. 5% or 1000"))?;
             if !(p > 0.0 && p <= 100.0) {
-                return Err(format!("invalid capacity {s:?}: a percentage must be in (0, 100]"));
+                return Err(format!(
+                    "invalid capacity {s:?}: a percentage must be in (0, 100]"
+                ));
             }
             Ok(Capacity::Percent(p))
         } else {
-            let n: usize = s.parse().map_err(|_| format!("invalid capacity {s:?}: expected e.g. 5% or 1000"))?;
+            let n: usize = s
+                .parse()
+                .map_err(|_| format!("invalid capacity {s:?}: expected e.g. 5% or 1000"))?;
             if n == 0 {
                 return Err("invalid capacity 0: at least one entry".into());
             }
@@ -118,6 +125,8 @@ impl Default for ReplayOptions {
 pub struct PolicyReport {
     /// Hits divided by reads.
     pub hit_ratio: f64,
+    /// Hits and joined reads divided by reads: the hit ratio if loads took no time.
+    pub hit_or_joined_ratio: f64,
     /// Reads served from the cache.
     pub hits: u64,
     /// Reads that waited on a load already in flight.
@@ -142,11 +151,22 @@ impl PolicyReport {
         let mean = if s.latencies_us.is_empty() {
             0.0
         } else {
-            s.latencies_us.iter().map(|&v| f64::from(v)).sum::<f64>() / s.latencies_us.len() as f64 / 1e3
+            s.latencies_us.iter().map(|&v| f64::from(v)).sum::<f64>()
+                / s.latencies_us.len() as f64
+                / 1e3
         };
         let p99 = percentile_ms(&mut s.latencies_us, 0.99);
         PolicyReport {
-            hit_ratio: if reads == 0 { 0.0 } else { s.hits as f64 / reads as f64 },
+            hit_ratio: if reads == 0 {
+                0.0
+            } else {
+                s.hits as f64 / reads as f64
+            },
+            hit_or_joined_ratio: if reads == 0 {
+                0.0
+            } else {
+                (s.hits + s.joined) as f64 / reads as f64
+            },
             hits: s.hits,
             joined: s.joined,
             misses: s.misses,
@@ -262,8 +282,8 @@ pub fn run(
     predictor: &dyn Predictor,
     progress: &mut dyn FnMut(Policy, usize),
 ) -> ReplayReport {
-    let n = w.distinct_entities();
-    let capacity = opts.capacity.entries(n);
+    let n = w.entity_slots();
+    let capacity = opts.capacity.entries(w.distinct_entities());
     let settings = SimSettings {
         capacity,
         ttl: opts.ttl,
@@ -275,10 +295,14 @@ pub fn run(
     };
     let oracle = w.oracle_hit_ratio();
     let (lru, tinylfu) = if opts.baselines {
-        let mut lru = Sim::new(w, settings.clone(), LruTtl::new(n, capacity)).run(&mut |d| progress(Policy::Lru, d));
-        let mut tlfu =
-            Sim::new(w, settings.clone(), MokaTtl::new(n, capacity)).run(&mut |d| progress(Policy::TinyLfu, d));
-        (Some(PolicyReport::from_stats(&mut lru)), Some(PolicyReport::from_stats(&mut tlfu)))
+        let mut lru = Sim::new(w, settings.clone(), LruTtl::new(n, capacity))
+            .run(&mut |d| progress(Policy::Lru, d));
+        let mut tlfu = Sim::new(w, settings.clone(), MokaTtl::new(n, capacity))
+            .run(&mut |d| progress(Policy::TinyLfu, d));
+        (
+            Some(PolicyReport::from_stats(&mut lru)),
+            Some(PolicyReport::from_stats(&mut tlfu)),
+        )
     } else {
         (None, None)
     };
@@ -287,7 +311,9 @@ pub fn run(
         .run(&mut |d| progress(Policy::Prescient, d));
     let base = PolicyReport::from_stats(&mut ps);
     let gap_closed = match &lru {
-        Some(l) if oracle - l.hit_ratio > 1e-12 => (base.hit_ratio - l.hit_ratio) / (oracle - l.hit_ratio),
+        Some(l) if oracle - l.hit_ratio > 1e-12 => {
+            (base.hit_ratio - l.hit_ratio) / (oracle - l.hit_ratio)
+        }
         _ => 0.0,
     };
     let planner = ps.planner.as_ref().map_or(serde_json::Value::Null, |s| {
@@ -301,9 +327,17 @@ pub fn run(
     let prescient = PrescientReport {
         prefetches: ps.prefetches,
         useful_prefetches: ps.useful_prefetches,
-        prefetch_precision: if ps.prefetches == 0 { 0.0 } else { ps.useful_prefetches as f64 / ps.prefetches as f64 },
+        prefetch_precision: if ps.prefetches == 0 {
+            0.0
+        } else {
+            ps.useful_prefetches as f64 / ps.prefetches as f64
+        },
         gap_closed,
-        events_per_sec: if ps.wall_seconds > 0.0 { w.events.len() as f64 / ps.wall_seconds } else { 0.0 },
+        events_per_sec: if ps.wall_seconds > 0.0 {
+            w.events.len() as f64 / ps.wall_seconds
+        } else {
+            0.0
+        },
         predictor_errors: ps.predictor_errors,
         breaker_opened: ps.breaker_opened,
         prefetch_failures: ps.prefetch_failures,
@@ -314,7 +348,7 @@ pub fn run(
         log: opts.log.clone(),
         events: w.events.len(),
         reads: w.total_reads(),
-        distinct_entities: n,
+        distinct_entities: w.distinct_entities(),
         capacity,
         ttl_s: opts.ttl.map(|d| d.as_secs_f64()),
         oracle_hit_ratio: oracle,

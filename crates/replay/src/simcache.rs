@@ -61,7 +61,14 @@ impl LruTtl {
             cap: cap.max(1),
             len: 0,
             present: vec![false; n],
-            slots: vec![Slot { version: 0, fill: 0, expires: 0 }; n],
+            slots: vec![
+                Slot {
+                    version: 0,
+                    fill: 0,
+                    expires: 0
+                };
+                n
+            ],
             prev: vec![NIL; n],
             next: vec![NIL; n],
             head: NIL,
@@ -73,8 +80,16 @@ impl LruTtl {
 
     fn unlink(&mut self, i: u32) {
         let (p, n) = (self.prev[i as usize], self.next[i as usize]);
-        if p == NIL { self.head = n } else { self.next[p as usize] = n }
-        if n == NIL { self.tail = p } else { self.prev[n as usize] = p }
+        if p == NIL {
+            self.head = n
+        } else {
+            self.next[p as usize] = n
+        }
+        if n == NIL {
+            self.tail = p
+        } else {
+            self.prev[n as usize] = p
+        }
         self.prev[i as usize] = NIL;
         self.next[i as usize] = NIL;
     }
@@ -133,7 +148,8 @@ impl SimCache for LruTtl {
 
     fn peek(&self, idx: u32, now: Timestamp) -> Option<Slot> {
         let now = now.as_micros();
-        (self.present.get(idx as usize).copied().unwrap_or(false) && self.usable(idx, now)).then(|| self.slots[idx as usize])
+        (self.present.get(idx as usize).copied().unwrap_or(false) && self.usable(idx, now))
+            .then(|| self.slots[idx as usize])
     }
 
     fn insert(&mut self, idx: u32, version: u64, now: Timestamp, expires: i64) -> bool {
@@ -157,7 +173,11 @@ impl SimCache for LruTtl {
             self.present[i] = true;
             self.len += 1;
         }
-        self.slots[i] = Slot { version, fill: now, expires };
+        self.slots[i] = Slot {
+            version,
+            fill: now,
+            expires,
+        };
         self.push_front(idx);
         if expires != NEVER {
             self.expiry.push(Reverse((expires, idx)));
@@ -190,14 +210,20 @@ pub struct MokaTtl {
 
 impl std::fmt::Debug for MokaTtl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MokaTtl").field("entries", &self.cache.entry_count()).finish()
+        f.debug_struct("MokaTtl")
+            .field("entries", &self.cache.entry_count())
+            .finish()
     }
 }
 
 impl MokaTtl {
     /// A cache of `cap` entries over `n` entities.
     pub fn new(n: usize, cap: usize) -> Self {
-        MokaTtl { cache: moka::sync::Cache::new(cap.max(1) as u64), floor: vec![0; n], expiry: BinaryHeap::new() }
+        MokaTtl {
+            cache: moka::sync::Cache::new(cap.max(1) as u64),
+            floor: vec![0; n],
+            expiry: BinaryHeap::new(),
+        }
     }
 
     fn purge_expired(&mut self, now: i64) {
@@ -244,7 +270,14 @@ impl SimCache for MokaTtl {
             }
         }
         self.purge_expired(now.as_micros());
-        self.cache.insert(idx, Slot { version, fill: now.as_micros(), expires });
+        self.cache.insert(
+            idx,
+            Slot {
+                version,
+                fill: now.as_micros(),
+                expires,
+            },
+        );
         self.cache.run_pending_tasks();
         if expires != NEVER {
             self.expiry.push(Reverse((expires, idx)));
@@ -258,7 +291,11 @@ impl SimCache for MokaTtl {
             return;
         }
         self.floor[i] = self.floor[i].max(min_version);
-        if self.cache.get(&idx).is_some_and(|s| s.version < min_version) {
+        if self
+            .cache
+            .get(&idx)
+            .is_some_and(|s| s.version < min_version)
+        {
             self.cache.invalidate(&idx);
         }
     }
@@ -295,7 +332,10 @@ mod tests {
 
     #[test]
     fn never_older_and_floor() {
-        for c in [&mut LruTtl::new(4, 4) as &mut dyn SimCache, &mut MokaTtl::new(4, 4)] {
+        for c in [
+            &mut LruTtl::new(4, 4) as &mut dyn SimCache,
+            &mut MokaTtl::new(4, 4),
+        ] {
             assert!(c.insert(0, 5, us(0), NEVER));
             assert!(!c.insert(0, 4, us(1), NEVER));
             assert_eq!(c.peek(0, us(2)).map(|s| s.version), Some(5));

@@ -20,6 +20,7 @@ pub struct Workload {
     /// Kind index to name.
     pub kind_names: Vec<SmolStr>,
     index: FxHashMap<EntityKey, u32>,
+    distinct_read: usize,
 }
 
 impl Workload {
@@ -53,19 +54,75 @@ impl Workload {
             if !mutates.is_empty() {
                 for &i in &r {
                     let key = &it.keys[i as usize];
-                    if mutates.iter().any(|m| m == key.kind.as_str()) && !w.iter().any(|(j, _)| *j == i) {
+                    if mutates.iter().any(|m| m == key.kind.as_str())
+                        && !w.iter().any(|(j, _)| *j == i)
+                    {
                         let v = &mut versions[i as usize];
                         *v += 1;
                         w.push((i, Version(*v)));
-                        e.mutations.push(Mutation { kind: key.kind.clone(), id: key.id.clone(), version: Version(*v) });
+                        e.mutations.push(Mutation {
+                            kind: key.kind.clone(),
+                            id: key.id.clone(),
+                            version: Version(*v),
+                        });
                     }
                 }
             }
             reads.push(r);
             writes.push(w);
         }
-        let Interner { index, keys, kinds, kind_names, .. } = it;
-        Workload { events, reads, writes, keys, kinds, kind_names, index }
+        let Interner {
+            index,
+            keys,
+            kinds,
+            kind_names,
+            ..
+        } = it;
+        let mut w = Workload {
+            events,
+            reads,
+            writes,
+            keys,
+            kinds,
+            kind_names,
+            index,
+            distinct_read: 0,
+        };
+        w.distinct_read = w.count_distinct_read();
+        w
+    }
+
+    /// Keeps only the first `max_reads` reads: later events are dropped and the last event
+    /// kept loses its surplus reads. Entities no kept event references stay interned but unread.
+    pub fn truncate_reads(&mut self, max_reads: u64) {
+        let mut total = 0u64;
+        for (i, r) in self.reads.iter_mut().enumerate() {
+            let left = max_reads.saturating_sub(total);
+            if (r.len() as u64) >= left {
+                r.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+                let keep = if r.is_empty() { i } else { i + 1 };
+                self.events.truncate(keep);
+                self.reads.truncate(keep);
+                self.writes.truncate(keep);
+                break;
+            }
+            total += r.len() as u64;
+        }
+        self.distinct_read = self.count_distinct_read();
+    }
+
+    fn count_distinct_read(&self) -> usize {
+        let mut seen = vec![false; self.keys.len()];
+        let mut n = 0;
+        for r in &self.reads {
+            for &i in r {
+                if !seen[i as usize] {
+                    seen[i as usize] = true;
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// The index of an entity, if the log references it.
@@ -73,8 +130,13 @@ impl Workload {
         self.index.get(key).copied()
     }
 
-    /// Distinct entities.
+    /// Distinct entities that are read.
     pub fn distinct_entities(&self) -> usize {
+        self.distinct_read
+    }
+
+    /// Entities interned (every entity the log mentions); the size of index-addressed tables.
+    pub fn entity_slots(&self) -> usize {
         self.keys.len()
     }
 
@@ -86,7 +148,11 @@ impl Workload {
     /// `1 - distinct / reads`: every read except an entity's first could be a hit.
     pub fn oracle_hit_ratio(&self) -> f64 {
         let reads = self.total_reads();
-        if reads == 0 { 0.0 } else { 1.0 - self.distinct_entities() as f64 / reads as f64 }
+        if reads == 0 {
+            0.0
+        } else {
+            1.0 - self.distinct_entities() as f64 / reads as f64
+        }
     }
 }
 
@@ -138,7 +204,11 @@ mod tests {
     #[test]
     fn sorts_stably_interns_and_dedups() {
         let w = Workload::prepare(
-            vec![ev("b", 5, &[("o", "1"), ("c", "1"), ("o", "1")]), ev("a", 1, &[("o", "1"), ("c", "")]), ev("c", 5, &[("o", "2")])],
+            vec![
+                ev("b", 5, &[("o", "1"), ("c", "1"), ("o", "1")]),
+                ev("a", 1, &[("o", "1"), ("c", "")]),
+                ev("c", 5, &[("o", "2")]),
+            ],
             &[],
         );
         let ids: Vec<&str> = w.events.iter().map(|e| e.id.as_str()).collect();
@@ -149,8 +219,32 @@ mod tests {
     }
 
     #[test]
+    fn truncates_to_a_number_of_reads() {
+        let mut w = Workload::prepare(
+            vec![
+                ev("a", 1, &[("o", "1"), ("o", "2")]),
+                ev("b", 2, &[("o", "3"), ("o", "1")]),
+                ev("c", 3, &[("o", "4")]),
+            ],
+            &[],
+        );
+        w.truncate_reads(3);
+        assert_eq!(w.reads, vec![vec![0, 1], vec![2]]);
+        assert_eq!(w.events.len(), 2);
+        assert_eq!(w.distinct_entities(), 3);
+        w.truncate_reads(2);
+        assert_eq!(w.events.len(), 1);
+    }
+
+    #[test]
     fn mutates_bumps_versions() {
-        let w = Workload::prepare(vec![ev("a", 1, &[("o", "1"), ("c", "1")]), ev("b", 2, &[("o", "1")])], &["o".to_owned()]);
+        let w = Workload::prepare(
+            vec![
+                ev("a", 1, &[("o", "1"), ("c", "1")]),
+                ev("b", 2, &[("o", "1")]),
+            ],
+            &["o".to_owned()],
+        );
         assert_eq!(w.writes, vec![vec![(0, Version(2))], vec![(0, Version(3))]]);
         assert_eq!(w.events[1].mutations[0].version, Version(3));
     }

@@ -1,0 +1,86 @@
+//! Choosing and building the predictor: `--model online|simple|FILE` (and, with the neural
+//! crate, `neural` and `ensemble`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use prescient_core::{Local, OnlineModel, Predictor};
+use prescient_predict::{RelationalConfig, RelationalModel, SimpleConfig, SimpleModel};
+
+/// The kinds of model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelKind {
+    /// The online relational model (the default).
+    Online,
+    /// The baseline: bigram next types, same-entity re-reads.
+    Simple,
+}
+
+/// Builds a model of `kind`, starting from `snapshot` if given.
+pub fn build_model(
+    kind: ModelKind,
+    snapshot: Option<&Path>,
+) -> anyhow::Result<Box<dyn OnlineModel>> {
+    match (kind, snapshot) {
+        (ModelKind::Online, None) => {
+            Ok(Box::new(RelationalModel::new(RelationalConfig::default())))
+        }
+        (ModelKind::Online, Some(path)) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading model snapshot {}", path.display()))?;
+            let model = RelationalModel::restore(&bytes)
+                .with_context(|| format!("loading model snapshot {}", path.display()))?;
+            Ok(Box::new(model))
+        }
+        (ModelKind::Simple, None) => Ok(Box::new(SimpleModel::new(SimpleConfig::default()))),
+        (ModelKind::Simple, Some(path)) => {
+            anyhow::bail!(
+                "the simple model has no snapshots; {} cannot be loaded with --model simple",
+                path.display()
+            )
+        }
+    }
+}
+
+/// `--model`: a model kind, or the path of a trained model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// The predictor: `online` (default), `simple`, or the path of a model written by
+    /// `prescient train` (the run then starts from it instead of cold).
+    #[arg(long = "model", default_value = "online", value_name = "KIND|FILE")]
+    pub model: String,
+}
+
+impl ModelArgs {
+    /// Builds the predictor, and says where it started from (`cold start` or the file).
+    pub fn build(&self) -> anyhow::Result<(Box<dyn Predictor>, String)> {
+        let (kind, file) = self.resolve()?;
+        let model = build_model(kind, file.as_deref())?;
+        let source = file.map_or_else(
+            || "cold start".to_owned(),
+            |p| format!("trained model {}", p.display()),
+        );
+        Ok((Box::new(Local::new(model)), source))
+    }
+
+    /// The kind, and the file if `--model` named one.
+    pub fn resolve(&self) -> anyhow::Result<(ModelKind, Option<PathBuf>)> {
+        use clap::ValueEnum;
+        if let Ok(kind) = ModelKind::from_str(&self.model, true) {
+            return Ok((kind, None));
+        }
+        let path = PathBuf::from(&self.model);
+        if path.exists() {
+            return Ok((ModelKind::Online, Some(path)));
+        }
+        let kinds: Vec<String> = ModelKind::value_variants()
+            .iter()
+            .filter_map(|k| k.to_possible_value().map(|v| v.get_name().to_owned()))
+            .collect();
+        anyhow::bail!(
+            "--model {:?}: not a model kind ({}) nor an existing file",
+            self.model,
+            kinds.join(", ")
+        )
+    }
+}
