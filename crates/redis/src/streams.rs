@@ -25,6 +25,8 @@ use prescient_core::{
 };
 use redis::Value;
 use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -131,7 +133,37 @@ enum Phase {
 }
 
 /// An [`EventSource`] on a Redis stream, through a consumer group.
+///
+/// A background task (started by [`RedisStreamSource::connect`], stopped when the source is
+/// dropped) reads from Redis into a channel of `batch` deliveries; [`EventSource::next`] only
+/// receives from that channel. So cancelling `next` (in a `select!` or a timeout) never loses
+/// an entry that Redis already handed out.
 pub struct RedisStreamSource {
+    rx: mpsc::Receiver<Result<Delivery, SourceError>>,
+    task: JoinHandle<()>,
+    names: Arc<Names>,
+    consumer: String,
+}
+
+impl fmt::Debug for RedisStreamSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStreamSource")
+            .field("stream", &self.names.stream)
+            .field("group", &self.names.group)
+            .field("consumer", &self.consumer)
+            .field("buffered", &self.rx.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RedisStreamSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The reading loop's state, owned by the background task.
+struct Reader {
     reader: ConnectionManager,
     acker: ConnectionManager,
     names: Arc<Names>,
@@ -143,24 +175,12 @@ pub struct RedisStreamSource {
     claim_cursor: String,
 }
 
-impl fmt::Debug for RedisStreamSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStreamSource")
-            .field("stream", &self.names.stream)
-            .field("group", &self.names.group)
-            .field("consumer", &self.opts.consumer)
-            .field("phase", &self.phase)
-            .field("buffered", &self.buffer.len())
-            .finish_non_exhaustive()
-    }
-}
-
 fn config_error(what: &str) -> RedisError {
     RedisError::Config(format!("{what} must not be empty"))
 }
 
 impl RedisStreamSource {
-    /// Connects and creates the consumer group if it does not exist.
+    /// Connects, creates the consumer group if it does not exist, and starts reading.
     ///
     /// # Errors
     /// [`RedisError::Config`] for a bad URL or empty names, [`RedisError::Unavailable`] when
@@ -194,10 +214,12 @@ impl RedisStreamSource {
             group: opts.group.clone(),
             dead: format!("{}:dead", opts.stream),
         });
-        let mut source = RedisStreamSource {
+        let consumer = opts.consumer.clone();
+        let (tx, rx) = mpsc::channel(opts.batch);
+        let mut reader = Reader {
             reader,
             acker,
-            names,
+            names: Arc::clone(&names),
             opts,
             buffer: VecDeque::new(),
             phase: Phase::History("0".to_owned()),
@@ -205,13 +227,55 @@ impl RedisStreamSource {
             next_claim: None,
             claim_cursor: "0-0".to_owned(),
         };
-        source.ensure_group().await?;
-        Ok(source)
+        reader.ensure_group().await?;
+        let task = tokio::spawn(reader.run(tx));
+        Ok(RedisStreamSource {
+            rx,
+            task,
+            names,
+            consumer,
+        })
     }
 
     /// The dead-letter stream's key: `<stream>:dead`.
     pub fn dead_letter_stream(&self) -> &str {
         &self.names.dead
+    }
+}
+
+impl Reader {
+    /// Reads until the source is dropped, retrying failures with backoff after reporting them.
+    async fn run(mut self, tx: mpsc::Sender<Result<Delivery, SourceError>>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.fill().await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    while let Some(d) = self.buffer.pop_front() {
+                        if tx.send(Ok(d)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let RedisError::Backend(inner) = &e
+                        && inner.code() == Some("NOGROUP")
+                    {
+                        warn!(message = "Consumer group vanished; recreating it.", stream = %self.names.stream);
+                        self.group_ready = false;
+                    }
+                    warn!(message = "Reading the stream failed.", error = %e, stream = %self.names.stream);
+                    if tx.send(Err(e.into())).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
     }
 
     async fn ensure_group(&mut self) -> Result<(), RedisError> {
@@ -405,25 +469,20 @@ impl RedisStreamSource {
 #[async_trait]
 impl EventSource for RedisStreamSource {
     /// The next delivery; waits for new entries indefinitely (a Redis stream never ends).
+    /// An error reports one failed read; the background task retries on its own with backoff,
+    /// so calling `next` again is the way to go on.
     ///
     /// # Cancel safety
-    /// Cancel safe in the sense of the trait: entries read from Redis but not yet returned
-    /// stay pending in the group and are delivered again, to this consumer after a restart or
-    /// to any consumer by the periodic claim once idle for `claim_min_idle`.
+    /// Cancel safe: it only receives from the channel the background reader fills. Entries
+    /// still in the channel when the source is dropped stay pending in the group and are
+    /// delivered again, to this consumer name on restart, or to any consumer by the claim once
+    /// idle for `claim_min_idle`.
     async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
-        loop {
-            if let Some(d) = self.buffer.pop_front() {
-                return Ok(Some(d));
-            }
-            if let Err(e) = self.fill().await {
-                if let RedisError::Backend(inner) = &e
-                    && inner.code() == Some("NOGROUP")
-                {
-                    warn!(message = "Consumer group vanished; recreating it.", stream = %self.names.stream);
-                    self.group_ready = false;
-                }
-                return Err(e.into());
-            }
+        match self.rx.recv().await {
+            Some(r) => r.map(Some),
+            None => Err(SourceError::Unavailable(
+                "the stream reader task stopped".to_owned(),
+            )),
         }
     }
 }
