@@ -289,3 +289,60 @@ fn crlf_bom_and_blank_lines() {
     assert_eq!(types, ["a", "b\r\nc"]);
     assert_eq!(log.events[1].id, "4");
 }
+
+/// Writes a CSV field, quoting it when it holds a delimiter, quote or line break.
+fn quote(field: &str, always: bool) -> String {
+    if always || field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_owned()
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Any table written with RFC 4180 quoting reads back cell for cell, with the right line
+    /// numbers as event ids.
+    #[test]
+    fn written_tables_read_back(
+        rows in proptest::collection::vec(
+            (
+                "[a-z0-9 ,;\"\n]{0,6}|\r\n",
+                "t[a-z0-9]{0,4}",
+                "[a-zé0-9 ,;\"\t\n]{0,8}",
+                proptest::bool::ANY,
+            ),
+            1..20,
+        ),
+        crlf in proptest::bool::ANY,
+    ) {
+        let eol = if crlf { "\r\n" } else { "\n" };
+        let mut text = format!("case,type,value{eol}");
+        let mut line = 2usize;
+        let mut lines = Vec::new();
+        for (case, ty, value, always) in &rows {
+            lines.push(line);
+            text.push_str(&format!(
+                "{},{},{}{eol}",
+                quote(case, *always),
+                quote(ty, false),
+                quote(value, *always)
+            ));
+            line += 1 + case.matches('\n').count() + value.matches('\n').count();
+        }
+        let dir = Dir::new();
+        let p = dir.file("table.csv", text.as_bytes());
+        let log = read(&p, &csv_opts("case", &["type"], None, &[])).unwrap();
+        proptest::prop_assert_eq!(log.events.len(), rows.len());
+        for ((e, (case, ty, value, _)), line) in log.events.iter().zip(&rows).zip(lines) {
+            proptest::prop_assert_eq!(e.id.as_str(), line.to_string());
+            proptest::prop_assert_eq!(e.event_type.as_str(), ty.as_str());
+            let want_case: Vec<&str> = if case.is_empty() { vec![] } else { vec![case.as_str()] };
+            let got_case: Vec<&str> = e.entities.iter().map(|r| r.id.as_str()).collect();
+            proptest::prop_assert_eq!(got_case, want_case);
+            let want_value = (!value.is_empty()).then_some(value.as_str());
+            proptest::prop_assert_eq!(e.attribute("value"), want_value);
+        }
+    }
+}
