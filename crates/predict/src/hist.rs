@@ -103,9 +103,11 @@ impl LogHist {
         Some(bucket_mid(BUCKETS - 1))
     }
 
-    /// The window of consecutive buckets with the most weight, no wider than `width` seconds,
-    /// starting at `min_start` or later and ending at `max_end` or sooner: `(start, end, weight)`
-    /// in seconds. A window is at least one bucket wide, so the first bucket is always allowed.
+    /// The window with the most weight, no wider than `width` seconds, starting at
+    /// `min_start` or later and ending at `max_end` or sooner: `(start, end, weight)` in
+    /// seconds. Windows are runs of whole buckets; a bucket wider than `width` contributes a
+    /// window of `width` around its middle, with its weight scaled by the share of the bucket
+    /// covered (weight is assumed uniform within a bucket).
     pub fn densest_window(
         &self,
         width: f64,
@@ -113,24 +115,41 @@ impl LogHist {
         max_end: f64,
     ) -> Option<(f64, f64, f32)> {
         let mut best: Option<(f64, f64, f32)> = None;
+        let mut consider = |s: f64, e: f64, w: f32| {
+            if w > 0.0 && best.is_none_or(|(_, _, bw)| w > bw) {
+                best = Some((s, e, w));
+            }
+        };
         for lo in 0..BUCKETS {
-            let start = bucket_lo(lo);
-            if start < min_start && bucket_hi(lo) <= min_start {
+            let start = bucket_lo(lo).max(min_start);
+            let b_end = bucket_hi(lo).min(max_end);
+            if b_end <= start {
+                if bucket_lo(lo) > max_end {
+                    break;
+                }
                 continue;
             }
-            if start > max_end {
-                break;
+            let share = (b_end - start) / (bucket_hi(lo) - bucket_lo(lo));
+            if b_end - start > width {
+                // Too wide: a window of `width` in the part of the bucket that is allowed.
+                let mid = bucket_mid(lo).clamp(start + width / 2.0, b_end - width / 2.0);
+                let frac = width / (bucket_hi(lo) - bucket_lo(lo));
+                consider(
+                    mid - width / 2.0,
+                    mid + width / 2.0,
+                    self.counts[lo] * frac as f32,
+                );
+                continue;
             }
-            let mut w = 0.0f32;
-            for hi in lo..BUCKETS {
+            let mut w = self.counts[lo] * share as f32;
+            consider(start, b_end, w);
+            for hi in lo + 1..BUCKETS {
                 let end = bucket_hi(hi);
-                if hi > lo && (end - start > width || end > max_end) {
+                if end - start > width || end > max_end {
                     break;
                 }
                 w += self.counts[hi];
-                if best.is_none_or(|(_, _, bw)| w > bw) && w > 0.0 {
-                    best = Some((start, end.min(max_end.max(start)), w));
-                }
+                consider(start, end, w);
             }
         }
         best
@@ -167,9 +186,12 @@ mod tests {
         assert!(s <= 10.0 && e >= 10.0 && e - s <= 100.0);
         assert_eq!(w, 3.0);
         // Forced to start after 100 s, it finds the 1000 s gap.
-        let (s, _, w) = h.densest_window(100.0, 100.0, 1e9).unwrap_or_default();
-        assert!(s > 100.0 && s <= 1000.0);
-        assert_eq!(w, 1.0);
+        // Its bucket is wider than 100 s, so it gets the covered share of the weight.
+        let (s, e, w) = h.densest_window(100.0, 100.0, 1e9).unwrap_or_default();
+        let b = bucket_of(1000.0);
+        assert!(s >= bucket_lo(b) && e <= bucket_hi(b) && (e - s - 100.0).abs() < 1e-6);
+        let share = 100.0 / (bucket_hi(b) - bucket_lo(b));
+        assert!((f64::from(w) - share).abs() < 1e-4, "{w} {share}");
         // Decay halves once past the cap.
         let mut d = LogHist::default();
         for _ in 0..5 {

@@ -14,7 +14,7 @@ pub mod relational;
 pub mod simple;
 
 pub use relational::{
-    ContextSpec, ContextUse, ExplainedPrediction, Explanation, FORMAT_VERSION, RelationalConfig,
-    RelationalModel, SnapshotError,
+    BadContextSpec, ContextSpec, ContextUse, ExplainedPrediction, Explanation, FORMAT_VERSION,
+    RelationalConfig, RelationalModel, SnapshotError,
 };
 pub use simple::{SimpleConfig, SimpleModel};

@@ -60,6 +60,35 @@ impl ContextSpec {
     }
 }
 
+/// A [`ContextSpec`] that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "bad context {0:?}: expected a history length 1-8 followed by any of g (gap), c (clock), p (position), e.g. 3g"
+)]
+pub struct BadContextSpec(pub String);
+
+impl std::str::FromStr for ContextSpec {
+    type Err = BadContextSpec;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadContextSpec(s.to_owned());
+        let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+        let history: u8 = digits.parse().map_err(|_| bad())?;
+        if history as usize > MAX_ORDER {
+            return Err(bad());
+        }
+        let mut spec = ContextSpec::types(history);
+        for ch in s[digits.len()..].chars() {
+            match ch {
+                'g' => spec.gap = true,
+                'c' => spec.clock = true,
+                'p' => spec.position = true,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(spec)
+    }
+}
+
 /// Settings of a [`RelationalModel`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RelationalConfig {
@@ -96,8 +125,8 @@ impl Default for RelationalConfig {
             ],
             order: 4,
             window: Duration::from_secs(3600),
-            lookahead: Duration::from_secs(3600),
-            min_lead: Duration::ZERO,
+            lookahead: Duration::from_secs(7 * 24 * 3600),
+            min_lead: Duration::from_secs(3600),
             max_next: 5,
             max_count: 100_000.0,
             max_entities: 1_000_000,
@@ -378,6 +407,10 @@ fn distribution(
     used
 }
 
+fn cal_bin(p: f64) -> usize {
+    ((p * CAL_BINS as f64) as usize).min(CAL_BINS - 1)
+}
+
 fn top1(p: &[f64]) -> Option<(u16, f64)> {
     let mut best: Option<(u16, f64)> = None;
     for (t, &x) in p.iter().enumerate() {
@@ -467,14 +500,24 @@ impl RelationalModel {
         self.s.young.insert(key, st);
     }
 
-    fn calibrate(&self, p: f64) -> f64 {
-        if self.s.cal.is_empty() {
+    /// The calibrated top-1 probability: the observed hit rate of earlier top-1 predictions
+    /// with a similar raw probability made from as many context levels, shrunk towards the
+    /// pooled rate of the probability bin, which is shrunk towards the raw probability.
+    fn calibrate(&self, p: f64, used: usize) -> f64 {
+        let levels = self.cfg.contexts.len() + 1;
+        if self.s.cal.len() != CAL_BINS * levels {
             return p;
         }
-        let b = ((p * CAL_BINS as f64) as usize).min(CAL_BINS - 1);
-        let (n, k) = self.s.cal[b];
-        // Shrink towards the raw probability with the weight of two observations.
-        (f64::from(k) + 2.0 * p) / (f64::from(n) + 2.0)
+        let b = cal_bin(p);
+        let (mut nb, mut kb) = (0.0f64, 0.0f64);
+        for l in 0..levels {
+            let (n, k) = self.s.cal[l * CAL_BINS + b];
+            nb += f64::from(n);
+            kb += f64::from(k);
+        }
+        let pooled = (kb + 2.0 * p) / (nb + 2.0);
+        let (n, k) = self.s.cal[used.min(levels - 1) * CAL_BINS + b];
+        (f64::from(k) + 5.0 * pooled) / (f64::from(n) + 5.0)
     }
 
     /// The main entity of an event: its `case`, else its first entity.
@@ -595,7 +638,7 @@ impl RelationalModel {
                 .as_ref()
                 .and_then(|key| self.s.young.get(key).or_else(|| self.s.old.get(key)))
                 .unwrap_or(&fallback);
-            distribution(&self.cfg, &self.s, &mut self.scratch, k, st, now);
+            let used = distribution(&self.cfg, &self.s, &mut self.scratch, k, st, now);
             if explain {
                 for spec in &self.cfg.contexts {
                     if let Some(key) = Self::context_key(*spec, k, st, now)
@@ -625,7 +668,7 @@ impl RelationalModel {
             ranked.truncate(self.cfg.max_next);
             if let Some(&(_, p1)) = ranked.first() {
                 raw_top = p1;
-                let c1 = self.calibrate(p1);
+                let c1 = self.calibrate(p1, used);
                 let rest = if p1 < 1.0 {
                     (1.0 - c1) / (1.0 - p1)
                 } else {
@@ -835,13 +878,14 @@ impl OnlineModel for RelationalModel {
                 let gap = ((nowu - st.last_time) as f64 / 1e6).max(0.0);
                 if is_main {
                     // Calibration: what would the model have said before this event?
-                    distribution(&self.cfg, &self.s, &mut self.scratch, kid, &st, now);
+                    let used = distribution(&self.cfg, &self.s, &mut self.scratch, kid, &st, now);
                     if let Some((t, p)) = top1(&self.scratch) {
-                        if self.s.cal.is_empty() {
-                            self.s.cal = vec![(0.0, 0.0); CAL_BINS];
+                        let levels = self.cfg.contexts.len() + 1;
+                        if self.s.cal.len() != CAL_BINS * levels {
+                            self.s.cal = vec![(0.0, 0.0); CAL_BINS * levels];
                         }
-                        let b = ((p * CAL_BINS as f64) as usize).min(CAL_BINS - 1);
-                        let cell = &mut self.s.cal[b];
+                        let i = used.min(levels - 1) * CAL_BINS + cal_bin(p);
+                        let cell = &mut self.s.cal[i];
                         cell.0 += 1.0;
                         cell.1 += f32::from(t == cur);
                         if cap > 0.0 && cell.0 > cap {
@@ -960,6 +1004,52 @@ mod tests {
         }
     }
 
+    /// Windows within the next hour, starting at once.
+    fn near() -> RelationalConfig {
+        RelationalConfig {
+            lookahead: Duration::from_secs(3600),
+            min_lead: Duration::ZERO,
+            ..RelationalConfig::default()
+        }
+    }
+
+    #[test]
+    fn windows_respect_min_lead() {
+        let mut m = RelationalModel::default();
+        // Re-touched after 60 s (80%) or after a day (20%): with the default minimum lead of
+        // an hour, the predicted window lies in the day-long gap's bucket, with confidence the
+        // share of trials there times the share of the bucket the one-hour window covers.
+        for i in 0..50i64 {
+            let o = format!("o{i}");
+            let t = i * 1_000_000;
+            m.observe(&ev("1", "a", t, &[("k", &o)]), Observe::Learn);
+            let later = if i % 5 == 0 { 86_400 } else { 60 };
+            m.observe(&ev("2", "b", t + later, &[("k", &o)]), Observe::Learn);
+        }
+        let e = ev("q", "a", 100_000_000, &[("k", "new")]);
+        m.observe(&e, Observe::Learn);
+        let f = m.forecast(&e);
+        let Some(p) = f.entities.first() else {
+            panic!("no prediction: {f:?}");
+        };
+        let (s, l) = (
+            p.expected_at.secs_since(e.time),
+            p.latest.secs_since(e.time),
+        );
+        let b = crate::hist::bucket_of(86_400.0);
+        let (lo, hi) = (crate::hist::bucket_lo(b), crate::hist::bucket_hi(b));
+        assert!(
+            s >= lo - 1.0 && l <= hi + 1.0 && (l - s - 3600.0).abs() < 1.0,
+            "{s} {l}"
+        );
+        let want = 10.0 * 3600.0 / (hi - lo) / 52.0;
+        assert!(
+            (f64::from(p.confidence) - want).abs() < 1e-4,
+            "{} {want}",
+            p.confidence
+        );
+    }
+
     fn top(m: &mut RelationalModel, e: &Event) -> Option<(String, f32)> {
         m.forecast(e)
             .top()
@@ -1005,7 +1095,7 @@ mod tests {
 
     #[test]
     fn same_entity_window_and_confidence_are_hit_rates() {
-        let mut m = RelationalModel::default();
+        let mut m = RelationalModel::new(near());
         // 10 orders: touched by `a`, then by `b` 100 s later, never again.
         for i in 0..10i64 {
             let o = format!("o{i}");
@@ -1045,7 +1135,7 @@ mod tests {
 
     #[test]
     fn linked_entities_are_predicted_for_unseen_entities() {
-        let mut m = RelationalModel::default();
+        let mut m = RelationalModel::new(near());
         // Place (order + customer), pay (order only) 50 s later, then the customer is touched
         // again by `mail` 150 s after the payment.
         for i in 0..20i64 {

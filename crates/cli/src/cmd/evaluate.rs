@@ -6,7 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use prescient_core::OnlineModel;
 use prescient_eval::{EvalOptions, Protocol, Report, evaluate};
-use prescient_predict::{RelationalConfig, RelationalModel};
+use prescient_predict::{ContextSpec, RelationalConfig, RelationalModel};
 
 use crate::duration::parse_duration;
 use crate::log_args::LogArgs;
@@ -43,6 +43,16 @@ pub struct Args {
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f32,
 
+    /// The online model's next-type context chain, most general first: a history length
+    /// followed by `g` (time since the entity's previous event), `c` (hour block and weekend),
+    /// `p` (the entity's event count), e.g. `1,2,3,4,2g` (default: the model's).
+    #[arg(long, value_delimiter = ',', value_name = "SPEC")]
+    pub contexts: Vec<ContextSpec>,
+
+    /// The online model's decay: counts of a context halve once they pass this.
+    #[arg(long, value_name = "N")]
+    pub max_count: Option<f32>,
+
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -57,17 +67,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let log = args.log.load()?;
     let (kind, file) = args.model.resolve()?;
     let mut model: Box<dyn OnlineModel> = match (kind, &file) {
-        (ModelKind::Online, None) => Box::new(RelationalModel::new(RelationalConfig {
-            window: args.horizon,
-            lookahead: args.horizon,
-            ..RelationalConfig::default()
-        })),
+        (ModelKind::Online, None) => {
+            let mut cfg = RelationalConfig {
+                window: args.horizon,
+                lookahead: args.horizon,
+                min_lead: Duration::ZERO,
+                ..RelationalConfig::default()
+            };
+            if !args.contexts.is_empty() {
+                cfg.contexts = args.contexts.clone();
+            }
+            if let Some(n) = args.max_count {
+                cfg.max_count = n;
+            }
+            Box::new(RelationalModel::new(cfg))
+        }
         _ => build_model(kind, file.as_deref())?,
     };
-    let name = log
-        .source
-        .file_name()
-        .map_or_else(|| log.source.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = log.source.file_name().map_or_else(
+        || log.source.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let opts = EvalOptions {
         protocol: args.protocol,
         horizon: args.horizon,

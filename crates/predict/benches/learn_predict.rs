@@ -1,0 +1,90 @@
+//! Learn-and-predict throughput of the online models: one `observe(Learn)` plus one
+//! `forecast` per event, single thread, on real logs in time order.
+//!
+//! Needs `/work/shared/data` (or `PRESCIENT_DATA`): `verenich_psp/bpi_12_w.csv` and
+//! `ocel2_order_management/order-management.json.gz`. A missing log is skipped.
+//!
+//! Run: `cargo bench -p prescient-predict --bench learn_predict`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use prescient_core::{Event, Observe, OnlineModel};
+use prescient_io::{CsvMapping, Format, ImportOptions, read_log};
+use prescient_predict::{RelationalModel, SimpleModel};
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("PRESCIENT_DATA")
+        .map_or_else(|| PathBuf::from("/work/shared/data"), PathBuf::from)
+}
+
+fn load(path: PathBuf, opts: &ImportOptions) -> Option<Vec<Event>> {
+    let log = read_log(&path, opts, &mut |_, _| {}).ok()?;
+    let mut events = log.events;
+    events.sort_by_key(|e| e.time);
+    Some(events)
+}
+
+fn logs() -> Vec<(&'static str, Vec<Event>)> {
+    let mut out = Vec::new();
+    let csv = ImportOptions {
+        format: Some(Format::Csv),
+        csv: CsvMapping {
+            case: Some("CaseID".into()),
+            event_type: vec!["ActivityID".into()],
+            time: Some("CompleteTimestamp".into()),
+            ..CsvMapping::default()
+        },
+        ..ImportOptions::default()
+    };
+    if let Some(e) = load(data_dir().join("verenich_psp/bpi_12_w.csv"), &csv) {
+        out.push(("bpi_12_w", e));
+    }
+    let ocel = ImportOptions {
+        format: Some(Format::Ocel2),
+        ..ImportOptions::default()
+    };
+    if let Some(e) = load(
+        data_dir().join("ocel2_order_management/order-management.json.gz"),
+        &ocel,
+    ) {
+        out.push(("ocel2_order_management", e));
+    }
+    out
+}
+
+fn run(model: &mut dyn OnlineModel, events: &[Event]) -> usize {
+    let mut n = 0;
+    for e in events {
+        model.observe(e, Observe::Learn);
+        n += model.forecast(e).entities.len();
+    }
+    n
+}
+
+fn bench(c: &mut Criterion) {
+    for (name, events) in logs() {
+        let mut g = c.benchmark_group(format!("learn_predict/{name}"));
+        g.throughput(Throughput::Elements(events.len() as u64));
+        g.sample_size(10);
+        g.bench_function("online", |b| {
+            b.iter_batched(
+                RelationalModel::default,
+                |mut m| black_box(run(&mut m, &events)),
+                BatchSize::LargeInput,
+            )
+        });
+        g.bench_function("simple", |b| {
+            b.iter_batched(
+                SimpleModel::default,
+                |mut m| black_box(run(&mut m, &events)),
+                BatchSize::LargeInput,
+            )
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

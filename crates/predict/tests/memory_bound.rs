@@ -1,0 +1,42 @@
+//! Memory stays within the configured bound on a stream of millions of distinct entities.
+//!
+//! The 10-million-entity run is `#[ignore]`d because it takes a while in a debug build; run it
+//! with `cargo test --release -p prescient-predict --test memory_bound -- --ignored`.
+
+use prescient_core::{EntityRef, Event, Observe, OnlineModel, Timestamp};
+use prescient_predict::{RelationalConfig, RelationalModel};
+
+fn stream(distinct: u64, max_entities: usize) {
+    let mut m = RelationalModel::new(RelationalConfig {
+        max_entities,
+        max_contexts: 10_000,
+        ..RelationalConfig::default()
+    });
+    let types = ["create", "update", "read", "close", "reopen", "archive"];
+    let mut peak = 0;
+    for i in 0..distinct {
+        // Every event touches a new entity of each of two kinds, and a shared hot entity.
+        let ty = types[(i % types.len() as u64) as usize];
+        let e = Event::new("e", ty, Timestamp::from_millis(i as i64))
+            .with_entity(EntityRef::new("order", i.to_string()).with_role("case"))
+            .with_entity(EntityRef::new("item", (i * 7 + 3).to_string()))
+            .with_entity(EntityRef::new("shop", (i % 10).to_string()));
+        m.observe(&e, Observe::Learn);
+        let _ = m.forecast(&e);
+        peak = peak.max(m.tracked_entities());
+    }
+    assert!(peak <= max_entities, "peak {peak} > {max_entities}");
+    assert!(m.contexts() <= 10_000);
+    assert!(m.evicted_entities() >= 2 * distinct - max_entities as u64 - 10);
+}
+
+#[test]
+fn bounded_on_100k_distinct_entities() {
+    stream(100_000, 10_000);
+}
+
+#[test]
+#[ignore = "10 million events: run in release with --ignored"]
+fn bounded_on_10m_distinct_entities() {
+    stream(10_000_000, 200_000);
+}
