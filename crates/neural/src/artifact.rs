@@ -7,7 +7,7 @@
 //! and the problem instead of predicting garbage.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -179,7 +179,7 @@ impl NeuralModel {
 fn check_shapes(
     tensors: &HashMap<String, Tensor>,
     arch: Arch,
-    weights_path: &PathBuf,
+    weights_path: &Path,
     meta_path: &Path,
 ) -> Result<(), NeuralError> {
     let expected = arch.tensor_shapes();

@@ -39,6 +39,9 @@ pub struct NeuralConfig {
     pub max_train_seconds: f64,
     /// How many next types a forecast lists.
     pub top_k: usize,
+    /// Probability that a training input token is replaced by the unknown token, so the network
+    /// learns to read past event types it has never seen.
+    pub token_dropout: f64,
 }
 
 impl Default for NeuralConfig {
@@ -58,6 +61,7 @@ impl Default for NeuralConfig {
             time_loss_weight: 0.1,
             max_train_seconds: 600.0,
             top_k: 5,
+            token_dropout: 0.05,
         }
     }
 }
@@ -88,6 +92,11 @@ impl NeuralConfig {
         if !(0.0..1.0).contains(&self.validation_share) {
             return Err(NeuralError::Config(
                 "validation_share must be in [0, 1)".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.token_dropout) {
+            return Err(NeuralError::Config(
+                "token_dropout must be in [0, 1)".into(),
             ));
         }
         if !(self.time_loss_weight.is_finite() && self.time_loss_weight >= 0.0) {

@@ -52,7 +52,12 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(items: &[&Encoded], dev: &Device) -> candle_core::Result<Batch> {
+    /// Pads `items`; with `dropout`, replaces input tokens by `unk` with probability `p`.
+    fn new(
+        items: &[&Encoded],
+        dropout: Option<(&mut SmallRng, f64, u32)>,
+        dev: &Device,
+    ) -> candle_core::Result<Batch> {
         let b = items.len();
         let t = items
             .iter()
@@ -68,10 +73,16 @@ impl Batch {
         let mut tt = vec![0f32; n];
         let mut tm = vec![0f32; n];
         let mut flat_targets = vec![None; n];
+        let mut dropout = dropout;
         for (i, e) in items.iter().enumerate() {
             for j in 0..e.tokens.len() {
                 let k = i * t + j;
                 tokens[k] = e.tokens[j];
+                if let Some((rng, p, unk)) = dropout.as_mut()
+                    && rng.random_bool(*p)
+                {
+                    tokens[k] = *unk;
+                }
                 feats[k * N_FEATURES..(k + 1) * N_FEATURES].copy_from_slice(&e.features[j]);
                 targets[k] = e.targets[j];
                 mask[k] = 1.0;
@@ -133,7 +144,7 @@ fn evaluate(
     let mut rows = Vec::new();
     let refs: Vec<&Encoded> = val.iter().collect();
     for chunk in refs.chunks(EVAL_BATCH) {
-        let batch = Batch::new(chunk, dev)?;
+        let batch = Batch::new(chunk, None, dev)?;
         let (_, ce, logits) = batch.loss(net, time_weight)?;
         loss_sum += f64::from(ce.to_scalar::<f32>()?) * batch.mask_sum;
         loss_n += batch.mask_sum;
@@ -338,7 +349,8 @@ impl NeuralModel {
             batches.shuffle(&mut rng);
             let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
             for (i, items) in batches.iter().enumerate() {
-                let batch = Batch::new(items, &dev)?;
+                let unk = arch.vocab as u32;
+                let batch = Batch::new(items, Some((&mut rng, cfg.token_dropout, unk)), &dev)?;
                 let (loss, _, _) = batch.loss(&net, cfg.time_loss_weight)?;
                 opt.backward_step(&loss)?;
                 loss_sum += f64::from(loss.to_scalar::<f32>()?);
