@@ -1,5 +1,6 @@
 //! [`AmqpSink`]: a RabbitMQ publisher with pipelined publisher confirms as an [`EventSink`].
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use lapin::{
 };
 use prescient_core::{Event, EventSink, SourceError};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use crate::{AmqpError, DEFAULT_URL, classify, full_message, redact_url};
 
@@ -58,12 +60,12 @@ impl Default for AmqpSinkOptions {
     }
 }
 
-/// Publishes persistent messages with publisher confirms, without waiting for each confirm: up
-/// to `window` confirms are outstanding, and when the window is full they are awaited as one
-/// chunk. Messages are published `mandatory`, so an unroutable message is an error rather than
+/// Publishes persistent messages with publisher confirms, without waiting for each confirm:
+/// confirms are collected in windows of `window`; each full window is awaited by a background
+/// task, and at most four windows are awaited at once before `publish` waits for the oldest. Messages are published `mandatory`, so an unroutable message is an error rather than
 /// silently dropped.
 ///
-/// An error from [`EventSink::publish`] may come from any message of the chunk it awaited;
+/// An error from [`EventSink::publish`] may come from any message of an earlier window;
 /// [`EventSink::flush`] awaits all outstanding confirms.
 pub struct AmqpSink {
     connection: Connection,
@@ -71,8 +73,19 @@ pub struct AmqpSink {
     exchange: String,
     routing_key: String,
     window: usize,
-    pending: Mutex<Vec<PublisherConfirm>>,
+    state: Mutex<InFlight>,
 }
+
+/// Publishes whose confirms are not awaited yet, and chunks of them being awaited in the
+/// background.
+struct InFlight {
+    pending: Vec<PublisherConfirm>,
+    chunks: VecDeque<JoinHandle<Result<(), SourceError>>>,
+}
+
+/// How many full windows may be awaited in the background before `publish` waits for the
+/// oldest.
+const MAX_CHUNKS: usize = 4;
 
 impl fmt::Debug for AmqpSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -138,7 +151,10 @@ impl AmqpSink {
             exchange: opts.exchange,
             routing_key: opts.routing_key,
             window: opts.window,
-            pending: Mutex::new(Vec::new()),
+            state: Mutex::new(InFlight {
+                pending: Vec::new(),
+                chunks: VecDeque::new(),
+            }),
         })
     }
 
@@ -158,9 +174,7 @@ impl AmqpSink {
     }
 
     async fn send(&self, payload: &[u8]) -> Result<(), SourceError> {
-        // The lock is held while a full window is awaited, so that `flush` (which takes the
-        // same lock) really waits for everything published before it.
-        let mut pending = self.pending.lock().await;
+        let mut state = self.state.lock().await;
         let confirm = self
             .channel
             .basic_publish(
@@ -177,14 +191,27 @@ impl AmqpSink {
             )
             .await
             .map_err(|e| SourceError::Unavailable(full_message(&e)))?;
-        pending.push(confirm);
-        if pending.len() >= self.window {
-            let full = std::mem::take(&mut *pending);
-            await_confirms(full).await
-        } else {
-            Ok(())
+        state.pending.push(confirm);
+        if state.pending.len() < self.window {
+            return Ok(());
         }
+        // A full window is awaited in the background, so publishing goes on meanwhile; with
+        // `MAX_CHUNKS` windows in the background, the oldest is awaited first (backpressure).
+        let chunk = std::mem::take(&mut state.pending);
+        state.chunks.push_back(tokio::spawn(await_confirms(chunk)));
+        if state.chunks.len() > MAX_CHUNKS
+            && let Some(oldest) = state.chunks.pop_front()
+        {
+            return join_chunk(oldest).await;
+        }
+        Ok(())
     }
+}
+
+/// Awaits a background chunk.
+async fn join_chunk(h: JoinHandle<Result<(), SourceError>>) -> Result<(), SourceError> {
+    h.await
+        .map_err(|e| SourceError::Unavailable(format!("awaiting publish confirms failed: {e}")))?
 }
 
 /// Awaits a chunk of confirms, reporting the first failure.
@@ -228,8 +255,16 @@ impl EventSink for AmqpSink {
     }
 
     async fn flush(&self) -> Result<(), SourceError> {
-        let mut pending = self.pending.lock().await;
-        let all = std::mem::take(&mut *pending);
-        await_confirms(all).await
+        // The lock is held throughout, so that flush waits for everything published before.
+        let mut state = self.state.lock().await;
+        let rest = std::mem::take(&mut state.pending);
+        let mut result = await_confirms(rest).await;
+        while let Some(h) = state.chunks.pop_front() {
+            let r = join_chunk(h).await;
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
     }
 }

@@ -60,7 +60,7 @@ async fn sink(opts: &AmqpSourceOptions) -> AmqpSink {
     AmqpSink::connect(AmqpSinkOptions {
         url: opts.url.clone(),
         routing_key: opts.queue.clone(),
-        window: 64,
+        window: 16,
         ..AmqpSinkOptions::default()
     })
     .await
@@ -233,7 +233,12 @@ async fn unroutable_publish_is_an_error() {
         Err(e) => panic!("cannot connect to RabbitMQ: {e}"),
     };
     // No queue of that name: with `mandatory`, the broker returns the message.
-    let e = sink.publish(&event(0)).await.expect_err("unroutable");
+    // The error shows on the publish that awaits its window, or at the latest on flush.
+    let r = match sink.publish(&event(0)).await {
+        Ok(()) => sink.flush().await,
+        Err(e) => Err(e),
+    };
+    let e = r.expect_err("unroutable");
     assert!(
         matches!(e, SourceError::Unavailable(ref m) if m.contains("unroutable")),
         "{e:?}"

@@ -1,5 +1,6 @@
 //! [`NatsSink`]: a pipelined JetStream publisher as an [`EventSink`].
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::IntoFuture;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use prescient_core::{Event, EventSink, SourceError};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use crate::{DEFAULT_URL, NatsError, connect_client, full_message};
 
@@ -42,10 +44,11 @@ impl Default for NatsSinkOptions {
     }
 }
 
-/// Publishes events to JetStream without waiting for each ack: up to `window` publish acks are
-/// in flight, and when the window is full the oldest are awaited as one chunk.
+/// Publishes events to JetStream without waiting for each ack: publish acks are collected in
+/// windows of `window`; each full window is awaited by a background task, and at most four
+/// windows are awaited at once before `publish` waits for the oldest.
 ///
-/// An error from [`EventSink::publish`] may come from any event of the chunk it awaited, and
+/// An error from [`EventSink::publish`] may come from any event of an earlier window, and
 /// means some of those may not be stored; [`EventSink::flush`] awaits all outstanding acks.
 /// Callers that need every event stored republish on error (delivery is at least once).
 pub struct NatsSink {
@@ -53,8 +56,19 @@ pub struct NatsSink {
     client: async_nats::Client,
     subject: String,
     window: usize,
-    pending: Mutex<Vec<PublishAckFuture>>,
+    state: Mutex<InFlight<PublishAckFuture>>,
 }
+
+/// Publishes whose acks are not awaited yet, and chunks of them being awaited in the
+/// background.
+struct InFlight<F> {
+    pending: Vec<F>,
+    chunks: VecDeque<JoinHandle<Result<(), SourceError>>>,
+}
+
+/// How many full windows may be awaited in the background before `publish` waits for the
+/// oldest.
+const MAX_CHUNKS: usize = 4;
 
 impl fmt::Debug for NatsSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,7 +95,7 @@ impl NatsSink {
         let client = connect_client(&opts.url, "prescient-sink", opts.timeout).await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(opts.timeout)
-            .max_ack_inflight(opts.window.saturating_mul(2).max(5_000))
+            .max_ack_inflight(opts.window.saturating_mul(MAX_CHUNKS + 2).max(5_000))
             .backpressure_on_inflight(true)
             .build(client.clone());
         if let Some(name) = &opts.stream {
@@ -101,7 +115,10 @@ impl NatsSink {
             client,
             subject: opts.subject,
             window: opts.window,
-            pending: Mutex::new(Vec::new()),
+            state: Mutex::new(InFlight {
+                pending: Vec::new(),
+                chunks: VecDeque::new(),
+            }),
         })
     }
 
@@ -116,17 +133,28 @@ impl NatsSink {
             .publish(self.subject.clone(), payload)
             .await
             .map_err(|e| SourceError::Unavailable(full_message(&e)))?;
-        // The lock is held while a full window is awaited, so that `flush` (which takes the
-        // same lock) really waits for everything published before it.
-        let mut pending = self.pending.lock().await;
-        pending.push(fut);
-        if pending.len() >= self.window {
-            let full = std::mem::take(&mut *pending);
-            await_acks(full).await
-        } else {
-            Ok(())
+        let mut state = self.state.lock().await;
+        state.pending.push(fut);
+        if state.pending.len() < self.window {
+            return Ok(());
         }
+        // A full window is awaited in the background, so publishing goes on meanwhile; with
+        // `MAX_CHUNKS` windows in the background, the oldest is awaited first (backpressure).
+        let chunk = std::mem::take(&mut state.pending);
+        state.chunks.push_back(tokio::spawn(await_acks(chunk)));
+        if state.chunks.len() > MAX_CHUNKS
+            && let Some(oldest) = state.chunks.pop_front()
+        {
+            return join_chunk(oldest).await;
+        }
+        Ok(())
     }
+}
+
+/// Awaits a background chunk.
+async fn join_chunk(h: JoinHandle<Result<(), SourceError>>) -> Result<(), SourceError> {
+    h.await
+        .map_err(|e| SourceError::Unavailable(format!("awaiting publish acks failed: {e}")))?
 }
 
 /// Awaits a chunk of publish acks, reporting the first failure.
@@ -162,8 +190,16 @@ impl EventSink for NatsSink {
     }
 
     async fn flush(&self) -> Result<(), SourceError> {
-        let mut pending = self.pending.lock().await;
-        let all = std::mem::take(&mut *pending);
-        await_acks(all).await
+        // The lock is held throughout, so that flush waits for everything published before.
+        let mut state = self.state.lock().await;
+        let rest = std::mem::take(&mut state.pending);
+        let mut result = await_acks(rest).await;
+        while let Some(h) = state.chunks.pop_front() {
+            let r = join_chunk(h).await;
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
     }
 }

@@ -64,7 +64,7 @@ async fn sink(opts: &NatsSourceOptions) -> NatsSink {
     NatsSink::connect(NatsSinkOptions {
         url: opts.url.clone(),
         subject: opts.subjects[0].clone(),
-        window: 64,
+        window: 16,
         ..NatsSinkOptions::default()
     })
     .await
