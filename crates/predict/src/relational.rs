@@ -1,13 +1,16 @@
 //! [`RelationalModel`]: the default online model.
 //!
 //! - **Next type.** Each entity keeps its recent event types (up to [`RelationalConfig::order`]).
-//!   The next type is predicted from the history of the event's main entity (its `case`, else
-//!   its first) by interpolated Witten-Bell smoothing over a chain of contexts from short to
-//!   long ([`ContextSpec`]): the last 1, 2, ... types of the entity's kind, optionally with the
-//!   time since the entity's previous event, the hour of day and the weekday. Counts halve once
-//!   a context has seen [`RelationalConfig::max_count`] events, so the model follows drift.
-//!   The top-1 probability is calibrated online by binning: before each learned event, the
-//!   model's own prediction is recorded against the outcome.
+//!   Its next type is predicted from that history by interpolated Witten-Bell smoothing over a
+//!   chain of contexts from short to long ([`ContextSpec`]): the last 1, 2, ... types of the
+//!   entity's kind, optionally with the time since the entity's previous event, the hour of day
+//!   and the weekday. The forecast is for the next event touching *any* of the event's entities:
+//!   the entities' distributions are mixed with weights proportional to their rates (one over
+//!   the median time to their next event), as for competing clocks. Counts halve once a context
+//!   has seen [`RelationalConfig::max_count`] events, so the model follows drift. The top-1
+//!   probability is calibrated online by binning (per probability bin and number of context
+//!   levels found): the raw top-1 prediction made after each learned event is recorded against
+//!   the type of the next event touching one of its entities.
 //! - **When.** Per (kind, type, next type) a log-bucketed histogram of the time until the next
 //!   event of the entity; `expected_at` is its median.
 //! - **Which entities.** Each entity of the event ([`Relation::Same`]) and each entity linked to
@@ -152,6 +155,9 @@ struct EntityState {
     trigger_same: Option<(u32, i64)>,
     /// The relation context and time of the last event that linked to this entity.
     trigger_link: Option<(u32, i64)>,
+    /// The raw top-1 next-type prediction made after this entity's last learned event, not yet
+    /// resolved: (event sequence number, type, probability, context levels used).
+    pending: Option<(u64, u16, f32, u8)>,
     /// Entities of other kinds seen with it, most recent first.
     links: Vec<EntityKey>,
 }
@@ -248,6 +254,8 @@ struct State {
     young: FxHashMap<EntityKey, EntityState>,
     old: FxHashMap<EntityKey, EntityState>,
     evicted: u64,
+    /// Events learned from.
+    learned: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -324,6 +332,7 @@ pub struct RelationalModel {
     type_ids: FxHashMap<SmolStr, u16>,
     kind_ids: FxHashMap<SmolStr, u16>,
     scratch: Vec<f64>,
+    mix: Vec<f64>,
     keys: Vec<(EntityKey, u16, bool)>,
 }
 
@@ -405,6 +414,70 @@ fn distribution(
         }
     }
     used
+}
+
+/// Entities mixed into a next-type forecast at most.
+const MAX_MIX: usize = 8;
+
+/// Fills `out` with the next-type distribution of the next event touching any of `keys`: the
+/// entities' own distributions mixed with weights proportional to their rates (one over the
+/// median time to their next event), as for competing clocks. Returns the context levels of
+/// the heaviest entity and, with several entities, the expected time to the first of them.
+#[allow(clippy::too_many_arguments)] // internal: split borrows of the model's fields
+fn mixture<'a>(
+    cfg: &RelationalConfig,
+    s: &State,
+    scratch: &mut Vec<f64>,
+    out: &mut Vec<f64>,
+    keys: impl Iterator<Item = (&'a EntityKey, u16)>,
+    cur: Option<u16>,
+    now: Timestamp,
+) -> (usize, Option<f64>) {
+    let v = s.types.len();
+    out.clear();
+    out.resize(v, 0.0);
+    let (mut total_w, mut best_w, mut used_best) = (0.0f64, -1.0f64, 0usize);
+    let (mut rate_sum, mut n) = (0.0f64, 0usize);
+    for (key, kid) in keys.take(MAX_MIX) {
+        let Some(st) = s.young.get(key).or_else(|| s.old.get(key)) else {
+            continue;
+        };
+        n += 1;
+        let used = distribution(cfg, s, scratch, kid, st, now);
+        let rate = st
+            .hist()
+            .first()
+            .and_then(|&l| s.any_gap.get(&(kid, l)))
+            .and_then(|h| h.quantile(0.5))
+            .map(|g| 1.0 / g.max(1.0));
+        rate_sum += rate.unwrap_or(0.0);
+        let w = rate.unwrap_or(1e-12);
+        if w > best_w {
+            best_w = w;
+            used_best = used;
+        }
+        for (o, p) in out.iter_mut().zip(scratch.iter()) {
+            *o += w * p;
+        }
+        total_w += w;
+    }
+    if n == 0 {
+        let mut fallback = EntityState::default();
+        if let Some(c) = cur {
+            fallback.push_type(c, 1);
+            fallback.seen = 1;
+        }
+        let used = distribution(cfg, s, scratch, u16::MAX, &fallback, now);
+        out.clone_from(scratch);
+        return (used, None);
+    }
+    if total_w > 0.0 {
+        for o in out.iter_mut() {
+            *o /= total_w;
+        }
+    }
+    let first = (n > 1 && rate_sum > 0.0).then(|| 1.0 / rate_sum);
+    (used_best, first)
 }
 
 fn cal_bin(p: f64) -> usize {
@@ -638,7 +711,23 @@ impl RelationalModel {
                 .as_ref()
                 .and_then(|key| self.s.young.get(key).or_else(|| self.s.old.get(key)))
                 .unwrap_or(&fallback);
-            let used = distribution(&self.cfg, &self.s, &mut self.scratch, k, st, now);
+            let mut mix = std::mem::take(&mut self.mix);
+            let keys: Vec<(EntityKey, u16)> = event
+                .entities
+                .iter()
+                .filter_map(|r| self.kind_ids.get(&r.kind).map(|&k| (r.key(), k)))
+                .collect();
+            let (used, first_gap) = mixture(
+                &self.cfg,
+                &self.s,
+                &mut self.scratch,
+                &mut mix,
+                keys.iter().map(|(k, id)| (k, *id)),
+                cur,
+                now,
+            );
+            std::mem::swap(&mut self.scratch, &mut mix);
+            self.mix = mix;
             if explain {
                 for spec in &self.cfg.contexts {
                     if let Some(key) = Self::context_key(*spec, k, st, now)
@@ -676,9 +765,11 @@ impl RelationalModel {
                 };
                 for (i, (t, p)) in ranked.into_iter().enumerate() {
                     let prob = if i == 0 { c1 } else { p * rest };
-                    let gap = cur
-                        .and_then(|c| self.s.next_gap.get(&(k, c, t)))
-                        .and_then(|h| h.quantile(0.5))
+                    let gap = first_gap
+                        .or_else(|| {
+                            cur.and_then(|c| self.s.next_gap.get(&(k, c, t)))
+                                .and_then(|h| h.quantile(0.5))
+                        })
                         .or_else(|| {
                             cur.and_then(|c| self.s.any_gap.get(&(k, c)))
                                 .and_then(|h| h.quantile(0.5))
@@ -868,30 +959,32 @@ impl OnlineModel for RelationalModel {
             keys.push((r.key(), kid, i == main_idx));
         }
         let mut linked: Vec<(EntityKey, u16)> = Vec::new();
+        let mut resolved: Vec<u64> = Vec::new();
         for i in 0..keys.len() {
-            let (key, kid, is_main) = (&keys[i].0, keys[i].1, keys[i].2);
+            let (key, kid) = (&keys[i].0, keys[i].1);
             let mut st = self.take_entity(key).unwrap_or_else(|| EntityState {
                 kind: kid,
                 ..EntityState::default()
             });
             if learn && st.seen > 0 {
                 let gap = ((nowu - st.last_time) as f64 / 1e6).max(0.0);
-                if is_main {
-                    // Calibration: what would the model have said before this event?
-                    let used = distribution(&self.cfg, &self.s, &mut self.scratch, kid, &st, now);
-                    if let Some((t, p)) = top1(&self.scratch) {
-                        let levels = self.cfg.contexts.len() + 1;
-                        if self.s.cal.len() != CAL_BINS * levels {
-                            self.s.cal = vec![(0.0, 0.0); CAL_BINS * levels];
-                        }
-                        let i = used.min(levels - 1) * CAL_BINS + cal_bin(p);
-                        let cell = &mut self.s.cal[i];
-                        cell.0 += 1.0;
-                        cell.1 += f32::from(t == cur);
-                        if cap > 0.0 && cell.0 > cap {
-                            cell.0 *= 0.5;
-                            cell.1 *= 0.5;
-                        }
+                // Calibration: the top-1 prediction made after the previous event touching
+                // this entity, resolved by this event (once per earlier event).
+                if let Some((seq, t, p, used)) = st.pending
+                    && !resolved.contains(&seq)
+                {
+                    resolved.push(seq);
+                    let levels = self.cfg.contexts.len() + 1;
+                    if self.s.cal.len() != CAL_BINS * levels {
+                        self.s.cal = vec![(0.0, 0.0); CAL_BINS * levels];
+                    }
+                    let i = usize::from(used).min(levels - 1) * CAL_BINS + cal_bin(f64::from(p));
+                    let cell = &mut self.s.cal[i];
+                    cell.0 += 1.0;
+                    cell.1 += f32::from(t == cur);
+                    if cap > 0.0 && cell.0 > cap {
+                        cell.0 *= 0.5;
+                        cell.1 *= 0.5;
                     }
                 }
                 self.learn_next_type(kid, &st, cur, now);
@@ -921,6 +1014,7 @@ impl OnlineModel for RelationalModel {
             st.last_time = nowu;
             st.trigger_same = None;
             st.trigger_link = None;
+            st.pending = None;
             // Links to the other kinds of this event.
             if self.cfg.max_links > 0 {
                 for (j, (k2, _, _)) in keys.iter().enumerate() {
@@ -945,6 +1039,28 @@ impl OnlineModel for RelationalModel {
         }
         if learn {
             self.s.unigram.add(cur, cap);
+            // What the model now predicts after this event, to be resolved by the next one.
+            self.s.learned += 1;
+            let seq = self.s.learned;
+            let mut mix = std::mem::take(&mut self.mix);
+            let (used, _) = mixture(
+                &self.cfg,
+                &self.s,
+                &mut self.scratch,
+                &mut mix,
+                keys.iter().map(|(k, id, _)| (k, *id)),
+                Some(cur),
+                now,
+            );
+            if let Some((t, p)) = top1(&mix) {
+                let pending = Some((seq, t, p as f32, used.min(255) as u8));
+                for (k, _, _) in &keys {
+                    if let Some(st) = self.s.young.get_mut(k) {
+                        st.pending = pending;
+                    }
+                }
+            }
+            self.mix = mix;
             for (l, from_kind) in linked {
                 let Some(&lk) = self.kind_ids.get(&l.kind) else {
                     continue;
