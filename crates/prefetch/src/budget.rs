@@ -51,11 +51,11 @@ impl Budget {
     }
 
     fn refill(&mut self, now: Timestamp) {
-        if self.cfg.per_second > 0.0 {
-            if let Some(last) = self.last {
-                let secs = now.secs_since(last).max(0.0);
-                self.tokens = (self.tokens + secs * self.cfg.per_second).min(self.cfg.burst);
-            }
+        if self.cfg.per_second > 0.0
+            && let Some(last) = self.last
+        {
+            let secs = now.secs_since(last).max(0.0);
+            self.tokens = (self.tokens + secs * self.cfg.per_second).min(self.cfg.burst);
         }
         self.last = Some(now);
     }

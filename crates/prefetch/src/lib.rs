@@ -14,6 +14,7 @@ pub mod breaker;
 pub mod budget;
 pub mod planner;
 pub mod retry;
+pub mod runtime;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use budget::{Budget, BudgetConfig};
@@ -22,3 +23,4 @@ pub use planner::{
     PlannerStats,
 };
 pub use retry::RetryConfig;
+pub use runtime::{Metrics, Prefetcher, PrefetcherConfig, ReadError, ReadOutcome, Snapshot};

@@ -459,10 +459,10 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                     }
                 }
                 let expires = done.saturating_add(self.ttl_us);
-                if self.cache.insert(idx, version, now, expires) {
-                    if let Some(p) = &mut self.prescient {
-                        p.tags[idx as usize].active = false;
-                    }
+                if self.cache.insert(idx, version, now, expires)
+                    && let Some(p) = &mut self.prescient
+                {
+                    p.tags[idx as usize].active = false;
                 }
             }
             LoadKind::Prefetch(item, fails) => {

@@ -37,6 +37,10 @@ pub trait SimCache {
     fn invalidate(&mut self, idx: u32, min_version: u64);
     /// Entries held (expired ones that were not purged yet included).
     fn len(&self) -> usize;
+    /// Whether the cache holds nothing.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// An exact LRU with per-entry expiry, over indices `0..n`.
@@ -264,10 +268,11 @@ impl SimCache for MokaTtl {
         if i >= self.floor.len() || version < self.floor[i] || expires <= now.as_micros() {
             return false;
         }
-        if let Some(s) = self.cache.get(&idx) {
-            if now.as_micros() < s.expires && version < s.version {
-                return false;
-            }
+        if let Some(s) = self.cache.get(&idx)
+            && now.as_micros() < s.expires
+            && version < s.version
+        {
+            return false;
         }
         self.purge_expired(now.as_micros());
         self.cache.insert(

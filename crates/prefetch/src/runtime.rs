@@ -1,0 +1,732 @@
+//! The tokio driver of the prefetch manager, and the consumer read API.
+//!
+//! [`Prefetcher`] connects a [`Planner`] to a [`Predictor`], a [`Cache`] and a [`Store`]:
+//! - [`Prefetcher::on_event`] applies an event's invalidations, asks the predictor (through the
+//!   circuit breaker, with a deadline) and schedules the predicted loads. Ack the event after it
+//!   returns.
+//! - [`Prefetcher::run`] loads due batches in the background, writes them with their TTL, and
+//!   retries failures with backoff.
+//! - [`Prefetcher::get`] is the consumer API: cache first (only a current version), else join a
+//!   load in flight, else load from the store and fill the cache.
+//!
+//! # Concurrent calls on the same key
+//! Concurrent [`Prefetcher::get`] misses on one entity run one store load; the others wait for it
+//! (`joined`). A read that finds a prefetch of the entity in flight waits for it too. If the
+//! shared load fails, each waiter falls back to its own store read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use prescient_core::{
+    Cache, Clock, EntityKey, Entry, Event, Observe, PredictError, PredictRequest, Predictor,
+    SmolStr, Store, StoreError, Timestamp, Version,
+};
+use rustc_hash::FxHashMap;
+use tokio::sync::{Notify, oneshot};
+
+use crate::breaker::{Breaker, BreakerConfig, BreakerState};
+use crate::planner::{Batch, BatchItem, Failure, LoadId, Offer, Planner, PlannerConfig};
+
+/// Settings of a [`Prefetcher`].
+#[derive(Debug, Clone)]
+pub struct PrefetcherConfig {
+    /// The planner's settings.
+    pub planner: PlannerConfig,
+    /// The breaker's settings.
+    pub breaker: BreakerConfig,
+    /// How long the predictor may take per event.
+    pub predict_timeout: Duration,
+    /// How long a store load may take.
+    pub store_timeout: Duration,
+    /// TTL of entries filled by consumer misses (the data-age limit).
+    pub demand_ttl: Duration,
+    /// Entries remembered for "already cached" checks and waste accounting.
+    pub max_tracked: usize,
+}
+
+impl Default for PrefetcherConfig {
+    fn default() -> Self {
+        PrefetcherConfig {
+            planner: PlannerConfig::default(),
+            breaker: BreakerConfig::default(),
+            predict_timeout: Duration::from_millis(50),
+            store_timeout: Duration::from_secs(2),
+            demand_ttl: Duration::from_secs(3600),
+            max_tracked: 1_000_000,
+        }
+    }
+}
+
+/// How a read was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// From the cache.
+    Hit,
+    /// By waiting for a load already in flight.
+    Joined,
+    /// From the store.
+    Miss,
+}
+
+impl ReadOutcome {
+    /// `hit`, `joined` or `miss`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadOutcome::Hit => "hit",
+            ReadOutcome::Joined => "joined",
+            ReadOutcome::Miss => "miss",
+        }
+    }
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store has no such entity.
+    #[error("no entity {0}")]
+    NotFound(EntityKey),
+    /// The store only has an older version than the reader needs (replication lag): returning
+    /// it would be a stale read.
+    #[error("{key}: the store has {have}, the reader needs at least {want}")]
+    VersionUnavailable {
+        /// The entity.
+        key: EntityKey,
+        /// What the store returned.
+        have: Version,
+        /// What the reader asked for.
+        want: Version,
+    },
+    /// The store did not answer in time.
+    #[error("store load of {0} timed out")]
+    Timeout(EntityKey),
+}
+
+/// Counters of a running prefetcher (monotonic unless noted).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Events processed.
+    pub events: AtomicU64,
+    /// Predicted entities offered to the planner.
+    pub predictions: AtomicU64,
+    /// Predictor calls that failed or timed out.
+    pub predictor_errors: AtomicU64,
+    /// Prefetch loads issued.
+    pub prefetches_issued: AtomicU64,
+    /// Prefetched entries later read from the cache.
+    pub prefetches_used: AtomicU64,
+    /// Prefetched entries overwritten, invalidated or forgotten unread.
+    pub prefetches_wasted: AtomicU64,
+    /// Prefetch loads that failed.
+    pub prefetch_failures: AtomicU64,
+    /// Reads served from the cache.
+    pub hits: AtomicU64,
+    /// Reads that joined a load in flight.
+    pub joined: AtomicU64,
+    /// Reads that loaded from the store.
+    pub misses: AtomicU64,
+    /// Store round trips (batches and single loads).
+    pub store_loads: AtomicU64,
+    /// Cache operations that failed.
+    pub cache_errors: AtomicU64,
+    /// Invalidations applied.
+    pub invalidations: AtomicU64,
+}
+
+/// A point-in-time view of the prefetcher, for `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Counter values, by name.
+    pub counters: Vec<(&'static str, u64)>,
+    /// Plans waiting (gauge).
+    pub queue_depth: usize,
+    /// Loads in flight (gauge).
+    pub in_flight: usize,
+    /// Retries scheduled so far.
+    pub retries: u64,
+    /// The breaker's state.
+    pub breaker: BreakerState,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tracked {
+    version: Version,
+    expires: Timestamp,
+    prefetched_unread: bool,
+}
+
+type Waiter = oneshot::Sender<Result<Option<Entry>, ReadError>>;
+
+#[derive(Debug)]
+struct State {
+    planner: Planner<EntityKey>,
+    breaker: Breaker,
+    waiters: FxHashMap<EntityKey, (LoadId, Vec<Waiter>)>,
+    tracked: FxHashMap<EntityKey, Tracked>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: PrefetcherConfig,
+    clock: Arc<dyn Clock>,
+    predictor: RwLock<Arc<dyn Predictor>>,
+    cache: Arc<dyn Cache>,
+    store: Arc<dyn Store>,
+    state: Mutex<State>,
+    wake: Notify,
+    idle: Notify,
+    loads_running: AtomicU64,
+    metrics: Metrics,
+}
+
+/// The prefetch manager and consumer API. Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct Prefetcher {
+    inner: Arc<Inner>,
+}
+
+impl Prefetcher {
+    /// A prefetcher over the given predictor, cache, store and clock.
+    pub fn new(
+        cfg: PrefetcherConfig,
+        clock: Arc<dyn Clock>,
+        predictor: Arc<dyn Predictor>,
+        cache: Arc<dyn Cache>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        let state = State {
+            planner: Planner::new(cfg.planner.clone()),
+            breaker: Breaker::new(cfg.breaker),
+            waiters: FxHashMap::default(),
+            tracked: FxHashMap::default(),
+        };
+        Prefetcher {
+            inner: Arc::new(Inner {
+                cfg,
+                clock,
+                predictor: RwLock::new(predictor),
+                cache,
+                store,
+                state: Mutex::new(state),
+                wake: Notify::new(),
+                idle: Notify::new(),
+                loads_running: AtomicU64::new(0),
+                metrics: Metrics::default(),
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the planner half-updated in a way that
+        // breaks safety (every entry is checked against the cache's versions), so recover.
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Replaces the predictor (hot swap). Events in progress finish with the old one.
+    pub fn set_predictor(&self, predictor: Arc<dyn Predictor>) {
+        let mut p = self
+            .inner
+            .predictor
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        *p = predictor;
+    }
+
+    /// The current predictor.
+    pub fn predictor(&self) -> Arc<dyn Predictor> {
+        self.inner
+            .predictor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A snapshot of counters and gauges.
+    pub fn snapshot(&self) -> Snapshot {
+        let m = &self.inner.metrics;
+        let (queue_depth, in_flight, retries, breaker) = {
+            let s = self.state();
+            let now = self.inner.clock.now();
+            (
+                s.planner.pending_len(),
+                s.planner.in_flight_len(),
+                s.planner.stats().retries,
+                s.breaker.state(now),
+            )
+        };
+        let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Snapshot {
+            counters: vec![
+                ("events", c(&m.events)),
+                ("predictions", c(&m.predictions)),
+                ("predictor_errors", c(&m.predictor_errors)),
+                ("prefetches_issued", c(&m.prefetches_issued)),
+                ("prefetches_used", c(&m.prefetches_used)),
+                ("prefetches_wasted", c(&m.prefetches_wasted)),
+                ("prefetch_failures", c(&m.prefetch_failures)),
+                ("hits", c(&m.hits)),
+                ("joined", c(&m.joined)),
+                ("misses", c(&m.misses)),
+                ("store_loads", c(&m.store_loads)),
+                ("cache_errors", c(&m.cache_errors)),
+                ("invalidations", c(&m.invalidations)),
+            ],
+            queue_depth,
+            in_flight,
+            retries,
+            breaker,
+        }
+    }
+
+    /// Processes one event: invalidates what it wrote, asks the predictor and schedules the
+    /// predicted loads. Returns the number of predictions offered. Acknowledge the event after
+    /// this returns.
+    ///
+    /// # Cancel safety
+    /// Cancelling may skip the prediction of this event; invalidations already sent stay applied.
+    pub async fn on_event(&self, event: &Event) -> usize {
+        self.inner.metrics.events.fetch_add(1, Ordering::Relaxed);
+        for m in &event.mutations {
+            let key = m.key();
+            self.forget_tracked(&key, Some(m.version));
+            match self.inner.cache.invalidate(&key, m.version).await {
+                Ok(()) => {
+                    self.inner
+                        .metrics
+                        .invalidations
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    self.inner
+                        .metrics
+                        .cache_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(message = "Invalidation failed.", %error, entity = %key);
+                }
+            }
+        }
+        let now = self.inner.clock.now();
+        if !self.state().breaker.allow(now) {
+            return 0;
+        }
+        let predictor = self.predictor();
+        let deadline = now.plus(self.inner.cfg.predict_timeout);
+        let req = PredictRequest {
+            event,
+            observe: Observe::Learn,
+            deadline: Some(deadline),
+        };
+        let result = match tokio::time::timeout(
+            self.inner.cfg.predict_timeout,
+            predictor.predict(req),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(PredictError::Timeout),
+        };
+        let now = self.inner.clock.now();
+        let mut s = self.state();
+        match result {
+            Ok(forecast) => {
+                s.breaker.record(now, true);
+                let n = forecast.entities.len();
+                for p in forecast.entities {
+                    s.planner.offer(
+                        now,
+                        Offer {
+                            key: p.entity,
+                            confidence: p.confidence,
+                            expected_at: p.expected_at,
+                            latest: p.latest,
+                        },
+                    );
+                }
+                drop(s);
+                self.inner
+                    .metrics
+                    .predictions
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                self.inner.wake.notify_one();
+                n
+            }
+            Err(error) => {
+                s.breaker.record(now, false);
+                drop(s);
+                self.inner
+                    .metrics
+                    .predictor_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(message = "Prediction failed.", %error, event = %event.id);
+                0
+            }
+        }
+    }
+
+    fn forget_tracked(&self, key: &EntityKey, below: Option<Version>) {
+        let mut s = self.state();
+        if let Some(t) = s.tracked.get(key).copied()
+            && below.is_none_or(|v| t.version < v)
+        {
+            s.tracked.remove(key);
+            if t.prefetched_unread {
+                self.inner
+                    .metrics
+                    .prefetches_wasted
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn track(&self, s: &mut State, key: EntityKey, t: Tracked) {
+        if s.tracked.len() >= self.inner.cfg.max_tracked {
+            let now = self.inner.clock.now();
+            let mut wasted = 0;
+            s.tracked.retain(|_, v| {
+                let keep = v.expires > now;
+                if !keep && v.prefetched_unread {
+                    wasted += 1;
+                }
+                keep
+            });
+            if s.tracked.len() >= self.inner.cfg.max_tracked {
+                s.tracked.clear();
+            }
+            self.inner
+                .metrics
+                .prefetches_wasted
+                .fetch_add(wasted, Ordering::Relaxed);
+        }
+        if let Some(old) = s.tracked.insert(key, t)
+            && old.prefetched_unread
+            && old.expires > self.inner.clock.now()
+        {
+            self.inner
+                .metrics
+                .prefetches_wasted
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads `key` at `min_version` or newer: from the cache if it holds a current version, else by
+    /// joining a load in flight, else from the store (filling the cache).
+    ///
+    /// # Errors
+    /// [`ReadError`] when the store fails, lacks the entity, or only has an older version.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled reader leaves any load it started to finish and fill the cache.
+    pub async fn get(
+        &self,
+        key: &EntityKey,
+        min_version: Version,
+    ) -> Result<(Entry, ReadOutcome), ReadError> {
+        let m = &self.inner.metrics;
+        match self.inner.cache.get(key).await {
+            Ok(Some(e)) if e.version >= min_version => {
+                m.hits.fetch_add(1, Ordering::Relaxed);
+                let mut s = self.state();
+                s.planner.on_read();
+                if let Some(t) = s.tracked.get_mut(key)
+                    && t.prefetched_unread
+                {
+                    t.prefetched_unread = false;
+                    m.prefetches_used.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok((e, ReadOutcome::Hit));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                m.cache_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(message = "Cache read failed; reading the store.", %error, entity = %key);
+            }
+        }
+        // Join a load in flight, or start one.
+        let now = self.inner.clock.now();
+        let joined = {
+            let mut s = self.state();
+            s.planner.on_read();
+            let (flight, new) = s.planner.begin_demand(now, key);
+            if new {
+                s.waiters.insert(key.clone(), (flight.id, Vec::new()));
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                let entry = s
+                    .waiters
+                    .entry(key.clone())
+                    .or_insert_with(|| (flight.id, Vec::new()));
+                entry.1.push(tx);
+                Some((rx, flight.id))
+            }
+        };
+        if let Some((rx, _)) = joined {
+            if let Ok(Ok(Some(e))) = rx.await
+                && e.version >= min_version
+            {
+                m.joined.fetch_add(1, Ordering::Relaxed);
+                return Ok((e, ReadOutcome::Joined));
+            }
+            // The shared load failed or brought an older version: read the store ourselves.
+            return self
+                .load_direct(key, min_version)
+                .await
+                .map(|e| (e, ReadOutcome::Miss));
+        }
+        let result = self.load_and_fill(key).await;
+        {
+            let mut s = self.state();
+            let load = s.waiters.get(key).map(|w| w.0);
+            if let Some(load) = load {
+                s.planner.end_demand(key, load);
+                if let Some((_, waiters)) = s.waiters.remove(key) {
+                    for w in waiters {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            }
+        }
+        m.misses.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(Some(e)) if e.version >= min_version => Ok((e, ReadOutcome::Miss)),
+            Ok(Some(e)) => Err(ReadError::VersionUnavailable {
+                key: key.clone(),
+                have: e.version,
+                want: min_version,
+            }),
+            Ok(None) => Err(ReadError::NotFound(key.clone())),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn load_direct(&self, key: &EntityKey, min_version: Version) -> Result<Entry, ReadError> {
+        self.inner.metrics.misses.fetch_add(1, Ordering::Relaxed);
+        match self.load_and_fill(key).await? {
+            Some(e) if e.version >= min_version => Ok(e),
+            Some(e) => Err(ReadError::VersionUnavailable {
+                key: key.clone(),
+                have: e.version,
+                want: min_version,
+            }),
+            None => Err(ReadError::NotFound(key.clone())),
+        }
+    }
+
+    async fn load_and_fill(&self, key: &EntityKey) -> Result<Option<Entry>, ReadError> {
+        self.inner
+            .metrics
+            .store_loads
+            .fetch_add(1, Ordering::Relaxed);
+        let loaded =
+            tokio::time::timeout(self.inner.cfg.store_timeout, self.inner.store.load(key)).await;
+        let entry = match loaded {
+            Err(_) => return Err(ReadError::Timeout(key.clone())),
+            Ok(Err(e)) => return Err(ReadError::Store(e)),
+            Ok(Ok(e)) => e,
+        };
+        if let Some(e) = &entry {
+            let ttl = self.inner.cfg.demand_ttl;
+            match self.inner.cache.put(key, e.clone(), ttl).await {
+                Ok(_) => {
+                    let expires = self.inner.clock.now().plus(ttl);
+                    let mut s = self.state();
+                    self.track(
+                        &mut s,
+                        key.clone(),
+                        Tracked {
+                            version: e.version,
+                            expires,
+                            prefetched_unread: false,
+                        },
+                    );
+                }
+                Err(error) => {
+                    self.inner
+                        .metrics
+                        .cache_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(message = "Cache fill failed.", %error, entity = %key);
+                }
+            }
+        }
+        Ok(entry)
+    }
+
+    /// Issues the loads that are due now and waits for them to finish. [`Prefetcher::run`] calls
+    /// this in a loop; tests call it directly.
+    pub async fn tick(&self) {
+        let now = self.inner.clock.now();
+        let batches = {
+            let mut s = self.state();
+            let State {
+                planner, tracked, ..
+            } = &mut *s;
+            planner.poll(now, &mut |k, at| {
+                tracked.get(k).is_some_and(|t| t.expires > at)
+            })
+        };
+        let loads: Vec<_> = batches.into_iter().map(|b| self.load_batch(b)).collect();
+        futures::future::join_all(loads).await;
+    }
+
+    async fn load_batch(&self, batch: Batch<EntityKey>) {
+        let m = &self.inner.metrics;
+        self.inner.loads_running.fetch_add(1, Ordering::AcqRel);
+        m.prefetches_issued
+            .fetch_add(batch.items.len() as u64, Ordering::Relaxed);
+        m.store_loads.fetch_add(1, Ordering::Relaxed);
+        let ids: Vec<SmolStr> = batch.items.iter().map(|i| i.key.id.clone()).collect();
+        let result = tokio::time::timeout(
+            self.inner.cfg.store_timeout,
+            self.inner.store.load_batch(&batch.kind, &ids),
+        )
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("timed out".into())));
+        match result {
+            Ok(entries) if entries.len() == batch.items.len() => {
+                for (item, entry) in batch.items.iter().zip(entries) {
+                    self.finish_item(item, Ok(entry)).await;
+                }
+            }
+            Ok(entries) => {
+                let error = StoreError::Query(format!(
+                    "store returned {} rows for {} ids",
+                    entries.len(),
+                    ids.len()
+                ));
+                for item in &batch.items {
+                    self.finish_item(item, Err(error.clone())).await;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(message = "Prefetch failed.", %error, kind = %batch.kind, entities = batch.items.len());
+                for item in &batch.items {
+                    self.finish_item(item, Err(error.clone())).await;
+                }
+            }
+        }
+        if self.inner.loads_running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+
+    async fn finish_item(
+        &self,
+        item: &BatchItem<EntityKey>,
+        result: Result<Option<Entry>, StoreError>,
+    ) {
+        let now = self.inner.clock.now();
+        let outcome: Result<Option<Entry>, ReadError> = match result {
+            Ok(Some(entry)) => {
+                let ttl = self
+                    .state()
+                    .planner
+                    .complete(now, item, Ok(()))
+                    .unwrap_or(self.inner.cfg.planner.min_ttl);
+                match self.inner.cache.put(&item.key, entry.clone(), ttl).await {
+                    Ok(_) => {
+                        let mut s = self.state();
+                        let t = Tracked {
+                            version: entry.version,
+                            expires: now.plus(ttl),
+                            prefetched_unread: true,
+                        };
+                        self.track(&mut s, item.key.clone(), t);
+                    }
+                    Err(error) => {
+                        self.inner
+                            .metrics
+                            .cache_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(message = "Prefetch cache write failed.", %error, entity = %item.key);
+                    }
+                }
+                Ok(Some(entry))
+            }
+            Ok(None) => {
+                self.state()
+                    .planner
+                    .complete(now, item, Err(Failure::Permanent));
+                Ok(None)
+            }
+            Err(error) => {
+                self.inner
+                    .metrics
+                    .prefetch_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let failure = if error.is_transient() {
+                    Failure::Transient
+                } else {
+                    Failure::Permanent
+                };
+                self.state().planner.complete(now, item, Err(failure));
+                Err(ReadError::Store(error))
+            }
+        };
+        let waiters = {
+            let mut s = self.state();
+            match s.waiters.get(&item.key) {
+                Some((load, _)) if *load == item.load => s.waiters.remove(&item.key).map(|w| w.1),
+                _ => None,
+            }
+        };
+        for w in waiters.into_iter().flatten() {
+            let _ = w.send(outcome.clone());
+        }
+    }
+
+    /// Runs the scheduler until `shutdown` resolves, then waits for loads in flight to finish.
+    ///
+    /// # Cancel safety
+    /// Prefer resolving `shutdown` to dropping this future: dropping it may abandon loads in flight
+    /// (their readers fall back to the store).
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let sleep_for = {
+                let s = self.state();
+                let now = self.inner.clock.now();
+                match s.planner.next_due() {
+                    Some(due) if s.planner.has_ready() => {
+                        due.since(now).min(Duration::from_millis(10))
+                    }
+                    Some(due) => due.since(now).min(Duration::from_secs(1)),
+                    None if s.planner.has_ready() => Duration::from_millis(10),
+                    None => Duration::from_secs(1),
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+            let this = self.clone();
+            tokio::spawn(async move { this.tick().await });
+        }
+        self.drain().await;
+    }
+
+    /// Waits until no prefetch load is running.
+    pub async fn drain(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.inner.loads_running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), idle).await;
+        }
+    }
+
+    /// The clock's current time.
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+}
