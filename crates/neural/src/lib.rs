@@ -10,12 +10,18 @@
 //! follows a stream ([`NeuralPredictor`]), and as a batching, hot-swappable
 //! [`Predictor`](prescient_core::Predictor) ([`NeuralServer`]).
 //!
+//! [`NeuralLearner`] trains the network behind the plain online protocol (collecting the
+//! learned events, training when first asked to predict), and [`EnsembleModel`] mixes it with
+//! an online model by a weight chosen on validation data, taking entities from the online model.
+//!
 //! The network is never trained online; entities are left to the relational model.
 
 pub mod artifact;
 pub mod config;
+pub mod ensemble;
 pub mod error;
 pub mod features;
+pub mod learn;
 pub mod model;
 pub mod net;
 pub mod online;
@@ -25,7 +31,9 @@ pub mod train;
 
 pub use artifact::{FORMAT_VERSION, Meta};
 pub use config::{NeuralConfig, TrainProgress, TrainReport};
+pub use ensemble::{EnsembleModel, OnlineFactory, mix};
 pub use error::NeuralError;
+pub use learn::{NeuralLearner, ProgressFn};
 pub use model::{ModelInfo, NeuralModel, NextTypeDistribution};
 pub use online::{ContextStore, NeuralPredictor, case_key};
 pub use progress::ProgressBarReporter;

@@ -34,6 +34,117 @@ pub struct NeuralModel {
     pub(crate) temperature: f32,
     pub(crate) info: ModelInfo,
     pub(crate) top_k: usize,
+    /// The same weights as plain vectors, for small batches without tensor overhead.
+    fast: Arc<FastWeights>,
+}
+
+/// Inference weights as row-major vectors, for [`NeuralModel::step_batch`] on a few cases.
+#[derive(Debug)]
+struct FastWeights {
+    emb: Vec<f32>,
+    /// Per layer: w_ih, w_hh, b_ih, b_hh.
+    layers: Vec<[Vec<f32>; 4]>,
+    head_w: Vec<f32>,
+    head_b: Vec<f32>,
+    time_w: Vec<f32>,
+    time_b: f32,
+}
+
+/// Batches up to this size step on the plain-vector path.
+const FAST_MAX: usize = 4;
+
+fn flat(weights: &HashMap<String, Tensor>, name: &str) -> Result<Vec<f32>, NeuralError> {
+    let t = weights
+        .get(name)
+        .ok_or_else(|| NeuralError::Config(format!("tensor {name} is missing")))?;
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// `out[r] += sum_c w[r * cols + c] * x[c]`.
+fn matvec_add(w: &[f32], x: &[f32], out: &mut [f32]) {
+    let cols = x.len();
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &w[r * cols..(r + 1) * cols];
+        *o += row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl FastWeights {
+    fn new(weights: &HashMap<String, Tensor>, arch: Arch) -> Result<FastWeights, NeuralError> {
+        let mut layers = Vec::with_capacity(arch.layers);
+        for l in 0..arch.layers {
+            let input = if l == 0 {
+                arch.embed_dim + N_FEATURES
+            } else {
+                arch.hidden
+            };
+            let w_ih = flat(weights, &format!("gru{l}.weight_ih_l0"))?;
+            if w_ih.len() != 3 * arch.hidden * input {
+                return Err(NeuralError::Config(format!(
+                    "gru{l} has the wrong input width"
+                )));
+            }
+            layers.push([
+                w_ih,
+                flat(weights, &format!("gru{l}.weight_hh_l0"))?,
+                flat(weights, &format!("gru{l}.bias_ih_l0"))?,
+                flat(weights, &format!("gru{l}.bias_hh_l0"))?,
+            ]);
+        }
+        Ok(FastWeights {
+            emb: flat(weights, "emb.weight")?,
+            layers,
+            head_w: flat(weights, "head.weight")?,
+            head_b: flat(weights, "head.bias")?,
+            time_w: flat(weights, "time.weight")?,
+            time_b: flat(weights, "time.bias")?.first().copied().unwrap_or(0.0),
+        })
+    }
+
+    /// One GRU step for one case, as `candle_nn::rnn::GRU::step` computes it; returns the new
+    /// per-layer states, the logits and the time output.
+    fn step(
+        &self,
+        arch: Arch,
+        state: Option<&CaseState>,
+        input: &StepInput,
+    ) -> (CaseState, Vec<f32>, f32) {
+        let h = arch.hidden;
+        let e = arch.embed_dim;
+        let tok = (input.token as usize).min(arch.vocab);
+        let mut x: Vec<f32> = self.emb[tok * e..(tok + 1) * e].to_vec();
+        x.extend_from_slice(&input.features);
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (l, [w_ih, w_hh, b_ih, b_hh]) in self.layers.iter().enumerate() {
+            let prev: Vec<f32> = state
+                .and_then(|s| s.get(l))
+                .filter(|v| v.len() == h)
+                .cloned()
+                .unwrap_or_else(|| vec![0.0; h]);
+            let mut gi = b_ih.clone();
+            matvec_add(w_ih, &x, &mut gi);
+            let mut gh = b_hh.clone();
+            matvec_add(w_hh, &prev, &mut gh);
+            let next: Vec<f32> = (0..h)
+                .map(|j| {
+                    let r = sigmoid(gi[j] + gh[j]);
+                    let z = sigmoid(gi[h + j] + gh[h + j]);
+                    let n = (gi[2 * h + j] + r * gh[2 * h + j]).tanh();
+                    z * prev[j] + (1.0 - z) * n
+                })
+                .collect();
+            x = next.clone();
+            out.push(next);
+        }
+        let mut logits = self.head_b.clone();
+        matvec_add(&self.head_w, &x, &mut logits);
+        let time = self.time_b + self.time_w.iter().zip(&x).map(|(a, b)| a * b).sum::<f32>();
+        (out, logits, time)
+    }
 }
 
 /// What is known about how a model was trained; saved in `meta.json`.
@@ -122,6 +233,7 @@ impl NeuralModel {
     ) -> Result<NeuralModel, NeuralError> {
         let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
         let net = Net::new(arch, vb)?;
+        let fast = Arc::new(FastWeights::new(&weights, arch)?);
         let types: Arc<[SmolStr]> = vocab.types().to_vec().into();
         Ok(NeuralModel {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -133,6 +245,7 @@ impl NeuralModel {
             temperature,
             info,
             top_k,
+            fast,
         })
     }
 
@@ -275,6 +388,16 @@ impl NeuralModel {
         let (b, h) = (inputs.len(), arch.hidden);
         if b == 0 {
             return Ok((Vec::new(), Vec::new()));
+        }
+        if b <= FAST_MAX {
+            let mut new_states = Vec::with_capacity(b);
+            let mut dists = Vec::with_capacity(b);
+            for (s, input) in states.iter().zip(inputs) {
+                let (state, logits, time) = self.fast.step(arch, *s, input);
+                dists.push(self.distribution(&logits, time));
+                new_states.push(state);
+            }
+            return Ok((new_states, dists));
         }
         let dev = Device::Cpu;
         let mut layer_states = Vec::with_capacity(arch.layers);

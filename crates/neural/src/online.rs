@@ -84,7 +84,24 @@ impl ContextStore {
         model: &NeuralModel,
         items: &[(&Event, Observe)],
     ) -> Result<Vec<Forecast>, NeuralError> {
-        let mut out: Vec<Option<Forecast>> = vec![None; items.len()];
+        let dists = self.distributions(model, items)?;
+        Ok(items
+            .iter()
+            .zip(&dists)
+            .map(|((e, _), d)| forecast(model, e, d))
+            .collect())
+    }
+
+    /// Like [`ContextStore::process`], returning the network's full distributions.
+    ///
+    /// # Errors
+    /// [`NeuralError::Tensor`] when the tensor library fails.
+    pub fn distributions(
+        &mut self,
+        model: &NeuralModel,
+        items: &[(&Event, Observe)],
+    ) -> Result<Vec<NextTypeDistribution>, NeuralError> {
+        let mut out: Vec<Option<NextTypeDistribution>> = vec![None; items.len()];
         let mut pending: Vec<usize> = (0..items.len()).collect();
         while !pending.is_empty() {
             let mut seen = HashSet::new();
@@ -102,7 +119,11 @@ impl ContextStore {
             self.wave(model, items, &wave, &mut out)?;
             pending = rest;
         }
-        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+        let mut dists = Vec::with_capacity(out.len());
+        for d in out {
+            dists.push(d.ok_or_else(|| NeuralError::Config("an event got no prediction".into()))?);
+        }
+        Ok(dists)
     }
 
     /// One forward pass for events of distinct cases.
@@ -111,67 +132,87 @@ impl ContextStore {
         model: &NeuralModel,
         items: &[(&Event, Observe)],
         wave: &[usize],
-        out: &mut [Option<Forecast>],
+        out: &mut [Option<NextTypeDistribution>],
     ) -> Result<(), NeuralError> {
-        let mut todo: Vec<(usize, Option<EntityKey>, Option<CaseContext>)> = Vec::new();
+        let mut todo: Vec<(usize, Option<EntityKey>, Option<View>)> = Vec::new();
         for &i in wave {
             let (event, _) = items[i];
             let key = case_key(event);
-            let mut ctx = None;
+            let mut view = None;
             if let Some(c) = key.as_ref().and_then(|k| self.cases.get_mut(k)) {
                 refresh(model, c)?;
                 if c.last_event == event.id
                     && let Some((_, _, dist)) = &c.state
                 {
                     // already observed: answer from the kept state
-                    out[i] = Some(forecast(model, event, dist));
+                    out[i] = Some(dist.clone());
                     continue;
                 }
-                ctx = Some(c.clone());
+                view = Some(View {
+                    prev: c.history.back().map(|h| h.1),
+                    start: c.start,
+                    count: c.count,
+                    state: c.state.as_ref().map(|s| s.1.clone()),
+                });
             }
-            todo.push((i, key, ctx));
+            todo.push((i, key, view));
         }
         if todo.is_empty() {
             return Ok(());
         }
         let states: Vec<Option<&CaseState>> = todo
             .iter()
-            .map(|(_, _, c)| c.as_ref().and_then(|c| c.state.as_ref().map(|s| &s.1)))
+            .map(|(_, _, v)| v.as_ref().and_then(|v| v.state.as_ref()))
             .collect();
         let inputs: Vec<StepInput> = todo
             .iter()
-            .map(|(i, _, c)| step_input(model, items[*i].0, c.as_ref()))
+            .map(|(i, _, v)| step_input(model, items[*i].0, v.as_ref()))
             .collect();
         let (new_states, dists) = model.step_batch(&states, &inputs)?;
-        for (((i, key, ctx), state), dist) in todo.into_iter().zip(new_states).zip(dists) {
+        for (((i, key, _), state), dist) in todo.into_iter().zip(new_states).zip(dists) {
             let (event, mode) = items[i];
-            out[i] = Some(forecast(model, event, &dist));
+            out[i] = Some(dist.clone());
             let (Some(key), true) = (key, mode != Observe::Skip) else {
                 continue;
             };
-            let mut c = ctx.unwrap_or_else(|| CaseContext {
-                history: VecDeque::new(),
-                start: event.time,
-                count: 0,
-                last_event: SmolStr::default(),
-                state: None,
-            });
-            c.history.push_back((event.event_type.clone(), event.time));
-            while c.history.len() > model.spec.max_len {
-                c.history.pop_front();
+            if !self.cases.contains(&key) {
+                self.cases.put(
+                    key.clone(),
+                    CaseContext {
+                        history: VecDeque::new(),
+                        start: event.time,
+                        count: 0,
+                        last_event: SmolStr::default(),
+                        state: None,
+                    },
+                );
             }
-            c.count += 1;
-            c.last_event = event.id.clone();
-            c.state = Some((model.id, state, dist));
-            self.cases.put(key, c);
+            if let Some(c) = self.cases.get_mut(&key) {
+                c.history.push_back((event.event_type.clone(), event.time));
+                while c.history.len() > model.spec.max_len {
+                    c.history.pop_front();
+                }
+                c.count += 1;
+                c.last_event = event.id.clone();
+                c.state = Some((model.id, state, dist));
+            }
         }
         Ok(())
     }
 }
 
-fn step_input(model: &NeuralModel, event: &Event, ctx: Option<&CaseContext>) -> StepInput {
+/// What a step needs from a case's context.
+#[derive(Debug)]
+struct View {
+    prev: Option<Timestamp>,
+    start: Timestamp,
+    count: usize,
+    state: Option<CaseState>,
+}
+
+fn step_input(model: &NeuralModel, event: &Event, ctx: Option<&View>) -> StepInput {
     let (prev, start, index) = match ctx {
-        Some(c) => (c.history.back().map(|h| h.1), c.start, c.count),
+        Some(c) => (c.prev, c.start, c.count),
         None => (None, event.time, 0),
     };
     StepInput {
@@ -207,7 +248,11 @@ fn refresh(model: &NeuralModel, c: &mut CaseContext) -> Result<(), NeuralError> 
 }
 
 /// A forecast listing the model's top types for the event.
-fn forecast(model: &NeuralModel, event: &Event, dist: &NextTypeDistribution) -> Forecast {
+pub(crate) fn forecast(
+    model: &NeuralModel,
+    event: &Event,
+    dist: &NextTypeDistribution,
+) -> Forecast {
     let expected_at = event.time.plus(std::time::Duration::from_secs_f64(
         dist.expected_seconds.clamp(0.0, 1e12),
     ));
@@ -264,12 +309,24 @@ impl NeuralPredictor {
         self.errors
     }
 
-    /// The network's distribution after `event`, observing it first as `mode` says.
+    /// Observes each event as its mode says and forecasts what follows it.
     ///
     /// # Errors
     /// [`NeuralError::Tensor`] when the tensor library fails.
     pub fn process(&mut self, items: &[(&Event, Observe)]) -> Result<Vec<Forecast>, NeuralError> {
         self.contexts.process(&self.model, items)
+    }
+
+    /// The network's full distribution after `event` (observed already or not; not observed here).
+    ///
+    /// # Errors
+    /// [`NeuralError::Tensor`] when the tensor library fails.
+    pub fn distribution(&mut self, event: &Event) -> Result<NextTypeDistribution, NeuralError> {
+        let mut d = self
+            .contexts
+            .distributions(&self.model, &[(event, Observe::Skip)])?;
+        d.pop()
+            .ok_or_else(|| NeuralError::Config("an event got no prediction".into()))
     }
 }
 

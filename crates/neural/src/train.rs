@@ -37,6 +37,11 @@ pub fn hash_cases(cases: &[Vec<Event>]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How many of `n` cases (the last ones) validate, for a share.
+pub fn validation_cases(n: usize, share: f64) -> usize {
+    ((n as f64 * share).round() as usize).min(n.saturating_sub(1))
+}
+
 /// Padded tensors of a mini-batch.
 struct Batch {
     tokens: Tensor,
