@@ -1,0 +1,327 @@
+//! The serve loop: consume the event source, prefetch, acknowledge.
+//!
+//! For each delivery: a malformed payload is dead-lettered with its reason (counted, logged,
+//! never blocking the stream); an event goes through [`Prefetcher::on_event`] and is acked after
+//! it returns. Delivery is at least once and processing is idempotent (invalidations carry
+//! versions; prefetches are deduplicated), so a redelivered event is harmless.
+//!
+//! When the source fails, the loop retries with exponential backoff until it answers again.
+//! On shutdown it stops taking events, finishes the delivery in hand, stops the prefetch
+//! scheduler and waits for loads in flight.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use prescient_core::{Cache, Clock, Event, EventSource, Predictor, Store, SystemClock};
+use prescient_prefetch::Prefetcher;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::build;
+use crate::config::{Config, EventTime};
+use crate::error::ServerError;
+
+/// Counters of the serve loop (the prefetcher counts the rest).
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Deliveries taken from the source.
+    pub received: AtomicU64,
+    /// Events processed and acked (or whose ack was attempted).
+    pub processed: AtomicU64,
+    /// Malformed messages dead-lettered.
+    pub dead_letters: AtomicU64,
+    /// Acks or dead-letterings that failed (the broker will redeliver).
+    pub ack_errors: AtomicU64,
+    /// Errors of the source's `next` (each followed by a backoff).
+    pub source_errors: AtomicU64,
+    /// Whether the source answered last time.
+    pub source_up: AtomicBool,
+}
+
+/// What a finished serve run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeReport {
+    /// Events processed.
+    pub processed: u64,
+    /// Malformed messages dead-lettered.
+    pub dead_letters: u64,
+    /// Whether the source ended by itself (a file) rather than being stopped.
+    pub source_ended: bool,
+}
+
+/// Called with each processed event, before its ack (tests count processed ids with it).
+pub type ProcessedHook = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// A configured, connected serve process, ready to [`Service::run`].
+pub struct Service {
+    cfg: Config,
+    source: Box<dyn EventSource>,
+    cache: Arc<dyn Cache>,
+    store: Arc<dyn Store>,
+    prefetcher: Prefetcher,
+    clock: Arc<dyn Clock>,
+    stats: Arc<ServeStats>,
+    listener: Option<TcpListener>,
+    hook: Option<ProcessedHook>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("source", &self.source)
+            .field("cache", &self.cache)
+            .field("store", &self.store)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
+impl Service {
+    /// Builds every adapter `cfg` names and binds the admin API (if enabled).
+    ///
+    /// # Errors
+    /// [`ServerError`] naming the part that failed: configuration, source, cache, store, admin.
+    pub async fn build(cfg: Config) -> Result<Service, ServerError> {
+        let pcfg = build::prefetcher_config(&cfg.prefetch)?;
+        let predictor = build::build_predictor(&cfg)?;
+        let floor_ttl = pcfg.planner.max_ttl.max(pcfg.demand_ttl);
+        let cache = build::build_cache(&cfg.cache, floor_ttl).await?;
+        let store = build::build_store(&cfg.store).await?;
+        let source = build::build_source(&cfg.source).await?;
+        let mut svc = Service::from_parts(cfg, source, cache, store, predictor)?;
+        svc.bind_admin().await?;
+        Ok(svc)
+    }
+
+    /// A service over adapters built elsewhere (tests, the live benchmark). The admin API is not
+    /// bound; call [`Service::bind_admin`].
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] for an invalid `[prefetch]` section.
+    pub fn from_parts(
+        cfg: Config,
+        source: Box<dyn EventSource>,
+        cache: Arc<dyn Cache>,
+        store: Arc<dyn Store>,
+        predictor: Arc<dyn Predictor>,
+    ) -> Result<Service, ServerError> {
+        let pcfg = build::prefetcher_config(&cfg.prefetch)?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let prefetcher =
+            Prefetcher::new(pcfg, clock.clone(), predictor, cache.clone(), store.clone());
+        let stats = Arc::new(ServeStats::default());
+        stats.source_up.store(true, Ordering::Relaxed);
+        Ok(Service {
+            cfg,
+            source,
+            cache,
+            store,
+            prefetcher,
+            clock,
+            stats,
+            listener: None,
+            hook: None,
+        })
+    }
+
+    /// Binds the admin API's listener (if `[admin] enabled`), and returns its address.
+    ///
+    /// # Errors
+    /// [`ServerError::Admin`] when the address cannot be bound.
+    pub async fn bind_admin(&mut self) -> Result<Option<SocketAddr>, ServerError> {
+        if !self.cfg.admin.enabled {
+            return Ok(None);
+        }
+        let addr = self.cfg.admin.bind;
+        let err = |e: std::io::Error| ServerError::Admin {
+            addr: addr.to_string(),
+            error: e.to_string(),
+        };
+        let listener = TcpListener::bind(addr).await.map_err(err)?;
+        let local = listener.local_addr().map_err(err)?;
+        self.listener = Some(listener);
+        Ok(Some(local))
+    }
+
+    /// The admin API's bound address, if bound.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Calls `hook` with each processed event, before its ack.
+    pub fn with_hook(mut self, hook: ProcessedHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// The prefetcher: its consumer API ([`Prefetcher::get`]) serves in-process consumers.
+    pub fn prefetcher(&self) -> Prefetcher {
+        self.prefetcher.clone()
+    }
+
+    /// The serve loop's counters.
+    pub fn stats(&self) -> Arc<ServeStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` resolves (or a file source ends), then shuts down gracefully.
+    ///
+    /// # Errors
+    /// None at present once built; the `Result` leaves room for fatal source errors.
+    ///
+    /// # Cancel safety
+    /// Resolve `shutdown` instead of dropping this future: dropping it may leave the delivery in
+    /// hand unacked (it is then redelivered).
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<ServeReport, ServerError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let admin = self.listener.take().map(|listener| {
+            let state = crate::admin::AdminState {
+                prefetcher: self.prefetcher.clone(),
+                stats: self.stats.clone(),
+                cache: self.cache.clone(),
+                store: self.store.clone(),
+            };
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                let app = crate::admin::router(state);
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(error) = r {
+                    warn!(message = "Admin API stopped.", %error);
+                }
+            })
+        });
+        let runner = {
+            let p = self.prefetcher.clone();
+            let mut rx = stop_rx.clone();
+            tokio::spawn(async move {
+                p.run(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await;
+            })
+        };
+        info!(message = "Serving.", source = ?self.source);
+        let source_ended = self.consume(shutdown).await;
+        info!(
+            message = "Stopping: draining prefetch loads.",
+            processed = self.stats.processed.load(Ordering::Relaxed)
+        );
+        let _ = stop_tx.send(true);
+        let grace = Duration::from_secs(self.cfg.serve.shutdown_grace_secs);
+        if tokio::time::timeout(grace, runner).await.is_err() {
+            warn!(message = "Prefetch loads still running after the grace period; leaving them.");
+        }
+        if let Some(admin) = admin {
+            let _ = tokio::time::timeout(Duration::from_secs(2), admin).await;
+        }
+        let report = ServeReport {
+            processed: self.stats.processed.load(Ordering::Relaxed),
+            dead_letters: self.stats.dead_letters.load(Ordering::Relaxed),
+            source_ended,
+        };
+        info!(
+            message = "Stopped.",
+            processed = report.processed,
+            dead_letters = report.dead_letters
+        );
+        Ok(report)
+    }
+
+    /// Takes deliveries until shutdown or the end of the source; returns whether the source
+    /// ended.
+    async fn consume(&mut self, shutdown: impl Future<Output = ()>) -> bool {
+        tokio::pin!(shutdown);
+        let base = Duration::from_millis(50);
+        let max = self.cfg.serve.max_backoff();
+        let mut backoff = base;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = &mut shutdown => return false,
+                n = self.source.next() => n,
+            };
+            let delivery = match next {
+                Ok(Some(d)) => {
+                    if !self.stats.source_up.swap(true, Ordering::Relaxed) {
+                        info!(message = "Event source is back.");
+                    }
+                    backoff = base;
+                    d
+                }
+                Ok(None) => return true,
+                Err(error) => {
+                    self.stats.source_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats.source_up.store(false, Ordering::Relaxed);
+                    warn!(message = "Event source failed; retrying.", %error, backoff_ms = backoff.as_millis() as u64);
+                    tokio::select! {
+                        biased;
+                        _ = &mut shutdown => return false,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(max);
+                    continue;
+                }
+            };
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            match delivery.payload {
+                Err(bad) => {
+                    self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    warn!(message = "Malformed message dead-lettered.", error = %bad.error, bytes = bad.raw.len(), attempt = delivery.attempt);
+                    if let Err(error) = delivery.ack.dead_letter(&bad.error).await {
+                        self.stats.ack_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(message = "Dead-lettering failed; the broker will redeliver.", %error);
+                    }
+                }
+                Ok(mut event) => {
+                    if self.cfg.serve.event_time == EventTime::Arrival {
+                        event.time = self.clock.now();
+                    }
+                    self.prefetcher.on_event(&event).await;
+                    if let Some(hook) = &self.hook {
+                        hook(&event);
+                    }
+                    self.stats.processed.fetch_add(1, Ordering::Relaxed);
+                    if let Err(error) = delivery.ack.ack().await {
+                        self.stats.ack_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(message = "Ack failed; the broker will redeliver.", %error, event = %event.id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!(message = "SIGINT received."),
+        _ = term => info!(message = "SIGTERM received."),
+    }
+}
