@@ -14,6 +14,19 @@ pub enum ModelKind {
     Online,
     /// The baseline: bigram next types, same-entity re-reads.
     Simple,
+    /// The neural sequence model (GRU): trained on the learned events when first asked to
+    /// predict, or loaded from an artifact directory written by `prescient train --model neural`.
+    Neural,
+    /// The neural next-type distribution mixed with the online model's by a weight chosen on
+    /// validation data; entities from the online model.
+    Ensemble,
+}
+
+/// A neural learner that draws its training progress on stderr.
+fn neural_learner() -> prescient_neural::NeuralLearner {
+    let mut bar = prescient_neural::ProgressBarReporter::new();
+    prescient_neural::NeuralLearner::new(prescient_neural::NeuralConfig::default())
+        .with_progress(Box::new(move |p| bar.report(p)))
 }
 
 /// Builds a model of `kind`, starting from `snapshot` if given.
@@ -33,6 +46,25 @@ pub fn build_model(
             Ok(Box::new(model))
         }
         (ModelKind::Simple, None) => Ok(Box::new(SimpleModel::new(SimpleConfig::default()))),
+        (ModelKind::Neural, None) => Ok(Box::new(neural_learner())),
+        (ModelKind::Neural, Some(dir)) => {
+            let model = prescient_neural::NeuralModel::load(dir)
+                .with_context(|| format!("loading neural model {}", dir.display()))?;
+            Ok(Box::new(prescient_neural::NeuralPredictor::new(
+                std::sync::Arc::new(model),
+            )))
+        }
+        (ModelKind::Ensemble, None) => Ok(Box::new(prescient_neural::EnsembleModel::new(
+            neural_learner(),
+            RelationalModel::new(RelationalConfig::default()),
+            Box::new(|| RelationalModel::new(RelationalConfig::default())),
+        ))),
+        (ModelKind::Ensemble, Some(path)) => {
+            anyhow::bail!(
+                "the ensemble trains its network and chooses its weight on the log it is given; {} cannot be loaded with --model ensemble",
+                path.display()
+            )
+        }
         (ModelKind::Simple, Some(path)) => {
             anyhow::bail!(
                 "the simple model has no snapshots; {} cannot be loaded with --model simple",
@@ -70,6 +102,9 @@ impl ModelArgs {
             return Ok((kind, None));
         }
         let path = PathBuf::from(&self.model);
+        if path.is_dir() && path.join("meta.json").exists() {
+            return Ok((ModelKind::Neural, Some(path)));
+        }
         if path.exists() {
             return Ok((ModelKind::Online, Some(path)));
         }

@@ -16,6 +16,9 @@ use crate::log_args::LogArgs;
 pub enum TrainModel {
     /// The online relational model: a versioned snapshot that `--model FILE` starts from.
     Online,
+    /// The neural sequence model: an artifact directory (`model.safetensors`, `meta.json`)
+    /// that `--model DIR` serves. `--out` names the directory.
+    Neural,
 }
 
 /// Pre-train a model on a log and write it to a file.
@@ -34,7 +37,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "online")]
     pub model: TrainModel,
 
-    /// Where to write the model.
+    /// Where to write the model (a directory for `--model neural`).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
 
@@ -53,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut order: Vec<usize> = (0..log.events.len()).collect();
     order.sort_by_key(|&i| log.events[i].time);
     let mut model = match args.model {
+        TrainModel::Neural => return train_neural(&args, &log.events),
         TrainModel::Online => RelationalModel::new(RelationalConfig {
             window: args.window,
             lookahead: args.lookahead,
@@ -86,6 +90,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model.contexts(),
         args.out.display(),
         bytes.len()
+    );
+    Ok(())
+}
+
+/// Trains the neural model on the log's cases (events grouped by case entity, in file order)
+/// and writes the artifact directory.
+fn train_neural(args: &Args, events: &[prescient_core::Event]) -> anyhow::Result<()> {
+    let mut index = std::collections::HashMap::new();
+    let mut cases: Vec<Vec<prescient_core::Event>> = Vec::new();
+    for e in events {
+        let key = prescient_neural::case_key(e);
+        let next = cases.len();
+        let i = *index.entry(key).or_insert(next);
+        if i == next {
+            cases.push(Vec::new());
+        }
+        cases[i].push(e.clone());
+    }
+    let mut bar = prescient_neural::ProgressBarReporter::new();
+    let cfg = prescient_neural::NeuralConfig::default();
+    let (model, report) =
+        prescient_neural::NeuralModel::train(&cases, &cfg, &mut |p| bar.report(p))?;
+    bar.finish();
+    model
+        .save(&args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    eprintln!(
+        "trained neural on {} cases in {:.2} s ({} epochs, best {}, validation accuracy {:.4}, ece {:.4}); wrote {}",
+        cases.len(),
+        report.train_seconds,
+        report.epochs,
+        report.best_epoch,
+        report.val_accuracy,
+        report.val_ece,
+        args.out.display()
     );
     Ok(())
 }
