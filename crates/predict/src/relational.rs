@@ -158,6 +158,9 @@ struct EntityState {
     /// The raw top-1 next-type prediction made after this entity's last learned event, not yet
     /// resolved: (event sequence number, type, probability, context levels used).
     pending: Option<(u64, u16, f32, u8)>,
+    /// The start of the entity's current data-age cycle (its first touch at least
+    /// [`RelationalConfig::min_lead`] after the previous cycle's start), in microseconds.
+    cycle_start: Option<i64>,
     /// Entities of other kinds seen with it, most recent first.
     links: Vec<EntityKey>,
 }
@@ -764,7 +767,9 @@ impl RelationalModel {
                     0.0
                 };
                 for (i, (t, p)) in ranked.into_iter().enumerate() {
-                    let prob = if i == 0 { c1 } else { p * rest };
+                    // Calibration may lower the top-1 below the rescaled others; they are capped
+                    // at it so that the order stays the model's ranking.
+                    let prob = if i == 0 { c1 } else { (p * rest).min(c1) };
                     let gap = first_gap
                         .or_else(|| {
                             cur.and_then(|c| self.s.next_gap.get(&(k, c, t)))
@@ -846,6 +851,49 @@ impl RelationalModel {
                 trials,
                 w,
             ));
+        }
+        // Refresh: an own entity whose cached copy expires soon is predicted right after the
+        // expiry, with the learned chance of a touch within a window of it.
+        let age = self.cfg.min_lead;
+        if !age.is_zero() {
+            for r in &event.entities {
+                let key = r.key();
+                let Some(&kid) = self.kind_ids.get(&r.kind) else {
+                    continue;
+                };
+                let Some(start) = self.entity(&key).and_then(|st| st.cycle_start) else {
+                    continue;
+                };
+                let Some(&rel) = self.s.rel_ids.get(&(kid, u16::MAX, kid, 2)) else {
+                    continue;
+                };
+                let Some(stats) = self.s.rels.get(rel as usize) else {
+                    continue;
+                };
+                let width = self.cfg.window.as_secs_f64();
+                let Some((_, e, w)) = stats.gaps.densest_window(width, 0.0, width) else {
+                    continue;
+                };
+                let trials = stats.trials;
+                let conf = (f64::from(w) / (f64::from(trials) + 1.0)) as f32;
+                let expiry = Timestamp::from_micros(start).plus(age);
+                if expiry <= now {
+                    continue;
+                }
+                let p = Prediction {
+                    entity: key.clone(),
+                    confidence: conf,
+                    expected_at: expiry,
+                    latest: expiry.plus(Duration::from_secs_f64(e)),
+                    event_type: top_type.clone(),
+                    relation: Relation::Same,
+                };
+                match ents.iter_mut().find(|x| x.0.entity == key) {
+                    Some(x) if x.0.confidence >= conf => {}
+                    Some(x) => *x = (p, key, trials, w),
+                    None => ents.push((p, key, trials, w)),
+                }
+            }
         }
         ents.sort_by(|a, b| b.0.confidence.total_cmp(&a.0.confidence));
         ((next, ents), raw_top, uses)
@@ -1015,6 +1063,21 @@ impl OnlineModel for RelationalModel {
             st.trigger_same = None;
             st.trigger_link = None;
             st.pending = None;
+            // Data-age cycles: a cached copy filled at the cycle's start expires after
+            // `min_lead`; learn how soon after that expiry the entity is touched again.
+            let age = i64::try_from(self.cfg.min_lead.as_micros()).unwrap_or(i64::MAX);
+            if age > 0 && st.cycle_start.is_none_or(|c| nowu - c >= age) {
+                let rel = self.rel_id(kid, u16::MAX, kid, 2);
+                if learn {
+                    if let Some(c) = st.cycle_start
+                        && let Some(r) = self.s.rels.get_mut(rel as usize)
+                    {
+                        r.gaps.add(((nowu - c - age) as f64 / 1e6).max(0.0), 0.0);
+                    }
+                    self.add_trial(rel);
+                }
+                st.cycle_start = Some(nowu);
+            }
             // Links to the other kinds of this event.
             if self.cfg.max_links > 0 {
                 for (j, (k2, _, _)) in keys.iter().enumerate() {
@@ -1166,6 +1229,40 @@ mod tests {
         );
     }
 
+    #[test]
+    fn hot_entities_are_refreshed_when_their_cached_copy_expires() {
+        let mut m = RelationalModel::default();
+        // A product touched every 10 minutes for two days: every data-age cycle (1 h) is
+        // followed by a touch within 10 minutes of its expiry.
+        let mut last = None;
+        for i in 0..288i64 {
+            let e = ev("e", "sell", i * 600, &[("product", "p1")]);
+            m.observe(&e, Observe::Learn);
+            last = Some(e);
+        }
+        let Some(e) = last else {
+            panic!("no events");
+        };
+        let f = m.forecast(&e);
+        let p = f
+            .entities
+            .iter()
+            .find(|p| p.entity == EntityKey::new("product", "p1"));
+        let Some(p) = p else {
+            panic!("no refresh: {f:?}");
+        };
+        // The last cycle started at a multiple of an hour: its expiry is still ahead.
+        let start = (287 * 600) / 3600 * 3600;
+        assert_eq!(p.expected_at, Timestamp::from_secs(start + 3600));
+        assert!(p.latest > p.expected_at);
+        // 47 resolved cycles out of 48, all touched again within 10 minutes of expiry.
+        assert!(
+            (p.confidence - 47.0 / 49.0).abs() < 1e-6,
+            "{}",
+            p.confidence
+        );
+    }
+
     fn top(m: &mut RelationalModel, e: &Event) -> Option<(String, f32)> {
         m.forecast(e)
             .top()
@@ -1190,6 +1287,11 @@ mod tests {
         // The median gap of the transition: 10 s.
         let e = ev("3", "b", t + 20, &[("case", "qa")]);
         let f = m.forecast(&e);
+        assert!(
+            f.next
+                .windows(2)
+                .all(|w| w[0].probability >= w[1].probability)
+        );
         let gap = f.next[0].expected_at.secs_since(e.time);
         assert!((7.0..=14.0).contains(&gap), "{gap}");
     }
