@@ -10,7 +10,7 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use prescient_core::{Observe, PredictError, PredictRequest, Predictor, Timestamp};
+use prescient_core::{EntityKey, Observe, PredictError, PredictRequest, Predictor, Timestamp};
 use prescient_prefetch::{
     BatchItem, Breaker, BreakerConfig, Failure, Offer, PlanKey, Planner, PlannerConfig,
     PlannerStats,
@@ -38,9 +38,26 @@ impl PlanKey for SimKey {
     }
 }
 
+/// A real store behind the simulated one: every simulated load also reads the row from it
+/// (the version read is the one cached), and every mutation writes it. Time stays virtual.
+pub trait BackingStore: Send + Sync + std::fmt::Debug {
+    /// Reads the entity's row; returns its version, `None` if the row is missing.
+    ///
+    /// # Errors
+    /// A description of the failure.
+    fn load(&self, key: &EntityKey) -> Result<Option<u64>, String>;
+    /// Writes a new version of the entity's row.
+    ///
+    /// # Errors
+    /// A description of the failure.
+    fn write(&self, key: &EntityKey, version: u64) -> Result<(), String>;
+}
+
 /// Settings shared by every policy of a run.
 #[derive(Debug, Clone)]
 pub struct SimSettings {
+    /// A real store to read and write alongside the simulation, if any.
+    pub backing: Option<std::sync::Arc<dyn BackingStore>>,
     /// Cache capacity in entries.
     pub capacity: usize,
     /// The data-age limit; `None` for no limit.
@@ -90,6 +107,10 @@ pub struct PolicyStats {
     pub planner: Option<PlannerStats>,
     /// Wall-clock seconds of the run.
     pub wall_seconds: f64,
+    /// Loads and writes against the backing store.
+    pub backing_ops: u64,
+    /// Backing-store loads that failed or returned another version than the simulated store.
+    pub backing_mismatches: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -262,10 +283,36 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         self.now = self.now.max(t);
     }
 
+    /// Reads `idx` from the backing store, if any, checking it holds the simulated version.
+    fn backing_load(&mut self, idx: u32, version: u64) {
+        if let Some(b) = &self.s.backing {
+            self.stats.backing_ops += 1;
+            match b.load(&self.w.keys[idx as usize]) {
+                Ok(Some(v)) if v == version => {}
+                Ok(other) => {
+                    self.stats.backing_mismatches += 1;
+                    tracing::warn!(message = "Backing store disagrees.", entity = %self.w.keys[idx as usize], read = ?other, expected = version);
+                }
+                Err(error) => {
+                    self.stats.backing_mismatches += 1;
+                    tracing::warn!(message = "Backing store load failed.", %error);
+                }
+            }
+        }
+    }
+
     fn mutate(&mut self, i: usize) {
         for &(idx, v) in &self.w.writes[i] {
             let sv = &mut self.store_version[idx as usize];
             *sv = (*sv).max(v.0);
+            let v = *sv;
+            if let Some(b) = &self.s.backing {
+                self.stats.backing_ops += 1;
+                if let Err(error) = b.write(&self.w.keys[idx as usize], v) {
+                    self.stats.backing_mismatches += 1;
+                    tracing::warn!(message = "Backing store write failed.", %error);
+                }
+            }
         }
         if self.prescient.is_some() {
             // Invalidation: the event says which entities it wrote, and to which version.
@@ -325,6 +372,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
 
     fn start_demand(&mut self, idx: u32, version: u64, t: i64) {
         self.stats.db_reads += 1;
+        self.backing_load(idx, version);
         self.seq += 1;
         let done = t.saturating_add(us(self.s.db_latency));
         if let Some(p) = &mut self.prescient {
@@ -409,6 +457,20 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             })
         });
         let done = t.saturating_add(us(self.s.db_latency));
+        if self.s.backing.is_some() {
+            let loads: Vec<(u32, u64)> = batches
+                .iter()
+                .flat_map(|b| {
+                    b.items
+                        .iter()
+                        .map(|i| (i.key.idx, self.store_version[i.key.idx as usize]))
+                })
+                .collect();
+            for (idx, v) in loads {
+                self.backing_load(idx, v);
+            }
+        }
+        let Some(p) = &mut self.prescient else { return };
         for batch in batches {
             // One store round trip per batch; every entity counts as a load against the store.
             for item in batch.items {

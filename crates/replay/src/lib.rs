@@ -9,6 +9,7 @@
 
 mod engine;
 pub mod simcache;
+pub mod synth;
 pub mod workload;
 
 use std::time::Duration;
@@ -17,7 +18,7 @@ use prescient_core::Predictor;
 use prescient_prefetch::{BreakerConfig, PlannerConfig};
 use serde::Serialize;
 
-pub use engine::{PolicyStats, SimKey, SimSettings};
+pub use engine::{BackingStore, PolicyStats, SimKey, SimSettings};
 pub use workload::Workload;
 
 use engine::Sim;
@@ -98,6 +99,8 @@ pub struct ReplayOptions {
     pub baselines: bool,
     /// Seed for injected failures and jitter.
     pub seed: u64,
+    /// A real store read and written alongside the simulation (the demo's SQLite), if any.
+    pub backing: Option<std::sync::Arc<dyn BackingStore>>,
 }
 
 impl Default for ReplayOptions {
@@ -116,6 +119,7 @@ impl Default for ReplayOptions {
             model_source: "cold start".into(),
             baselines: true,
             seed: 42,
+            backing: None,
         }
     }
 }
@@ -210,6 +214,10 @@ pub struct PrescientReport {
     pub breaker_opened: u64,
     /// Prefetch loads that failed (injected failures).
     pub prefetch_failures: u64,
+    /// Reads and writes against the backing store (0 without one).
+    pub backing_ops: u64,
+    /// Backing-store operations that failed or disagreed with the simulated store.
+    pub backing_mismatches: u64,
     /// What the planner did.
     pub planner: serde_json::Value,
 }
@@ -292,6 +300,7 @@ pub fn run(
         consumer_delay: opts.consumer_delay,
         prefetch_failure_rate: opts.prefetch_failure_rate,
         seed: opts.seed,
+        backing: opts.backing.clone(),
     };
     let oracle = w.oracle_hit_ratio();
     let (lru, tinylfu) = if opts.baselines {
@@ -341,6 +350,8 @@ pub fn run(
         predictor_errors: ps.predictor_errors,
         breaker_opened: ps.breaker_opened,
         prefetch_failures: ps.prefetch_failures,
+        backing_ops: ps.backing_ops,
+        backing_mismatches: ps.backing_mismatches,
         planner,
         base,
     };
