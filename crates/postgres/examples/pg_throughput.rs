@@ -8,6 +8,10 @@
 //! Upserts `rows` (default 200 000) entities of 200 bytes into a fresh default table, then
 //! loads every one of them in `batch`-sized (default 100) `load_batch` calls, `concurrency`
 //! (default 8) at a time, and drops the table.
+//!
+//! Latest result (2026-11-26, release build, shared 2-core machine at load average ~4,
+//! PostgreSQL on the same machine, defaults): upsert 47 700 rows/s; load 182 000 rows/s
+//! (1 820 batches of 100 per second, 8 concurrent).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
