@@ -2,7 +2,7 @@
 //! (`CaseID,ActivityID,CompleteTimestamp`) and prints one JSON object on stdout.
 //!
 //! ```text
-//! cargo run --release -p prescient-neural --example tax2017 -- /work/shared/data/verenich_psp/helpdesk.csv [--hidden 64] [--layers 1] [--epochs 40] [--batch 32] [--lr 0.003] [--embed 32] [--patience 5] [--out DIR]
+//! cargo run --release -p prescient-neural --example tax2017 -- /work/shared/data/verenich_psp/helpdesk.csv [--hidden 64] [--layers 1] [--epochs 40] [--batch 32] [--lr 0.003] [--embed 32] [--patience 5] [--out DIR] [--load DIR]
 //! ```
 
 use std::time::Instant;
@@ -47,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .clone();
     let mut cfg = NeuralConfig::default();
     let mut out_dir = None;
+    let mut load_dir = None;
     let mut it = args.iter().skip(1);
     while let Some(flag) = it.next() {
         let v = it.next().ok_or(format!("{flag} needs a value"))?;
@@ -62,6 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--time-weight" => cfg.time_loss_weight = v.parse()?,
             "--max-seconds" => cfg.max_train_seconds = v.parse()?,
             "--out" => out_dir = Some(v.clone()),
+            "--load" => load_dir = Some(v.clone()),
             _ => return Err(format!("unknown flag {flag}").into()),
         }
     }
@@ -71,9 +73,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (train, test) = cases.split_at((2 * f).min(n));
     let longest = train.iter().map(Vec::len).max().unwrap_or(0);
 
-    let mut bar = ProgressBarReporter::new();
-    let (model, report) = NeuralModel::train(train, &cfg, &mut |p| bar.report(p))?;
-    bar.finish();
+    let mut load_seconds = None;
+    let (model, report) = match &load_dir {
+        Some(dir) => {
+            let started = Instant::now();
+            let m = NeuralModel::load(dir)?;
+            load_seconds = Some(started.elapsed().as_secs_f64());
+            let r = m.info().report.clone();
+            (m, r)
+        }
+        None => {
+            let mut bar = ProgressBarReporter::new();
+            let trained = NeuralModel::train(train, &cfg, &mut |p| bar.report(p))?;
+            bar.finish();
+            trained
+        }
+    };
     if let Some(dir) = &out_dir {
         model.save(dir)?;
     }
@@ -122,6 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "val_ece": report.val_ece,
         "temperature": report.temperature,
         "config": cfg,
+        "load_seconds": load_seconds,
     });
     println!("{json}");
     Ok(())
