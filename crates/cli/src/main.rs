@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     // Each subcommand lives in its own module under `cmd/`; add one line here per subcommand.
     Replay(cmd::replay::Args),
+    Serve(cmd::serve::Args),
+    Publish(cmd::publish::Args),
+    Seed(cmd::seed::Args),
+    Bench(cmd::bench::Args),
     Evaluate(cmd::evaluate::Args),
     Train(cmd::train::Args),
     Explain(cmd::explain::Args),
@@ -35,6 +39,10 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Replay(args) => cmd::replay::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Publish(args) => cmd::publish::run(args),
+        Command::Seed(args) => cmd::seed::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Evaluate(args) => cmd::evaluate::run(args),
         Command::Train(args) => cmd::train::run(args),
         Command::Explain(args) => cmd::explain::run(args),

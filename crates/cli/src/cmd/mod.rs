@@ -3,4 +3,8 @@
 pub mod evaluate;
 pub mod explain;
 pub mod replay;
+pub mod serve;
+pub mod publish;
+pub mod seed;
+pub mod bench;
 pub mod train;

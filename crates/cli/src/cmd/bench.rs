@@ -1,0 +1,388 @@
+//! `prescient bench live`: the live benchmark through NATS, `serve`, Redis and PostgreSQL,
+//! against plain cache-aside on the same Redis and PostgreSQL.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use prescient_core::{Cache, EntityKey, Event, Store, Version};
+use prescient_prefetch::{Prefetcher, ReadOutcome};
+use prescient_server::{Config, Service};
+use serde::Serialize;
+
+use crate::log_args::LogArgs;
+
+/// Benchmarks.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub which: Which,
+}
+
+/// The benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum Which {
+    /// Publish a log to NATS as fast as possible while `serve` prefetches into Redis from
+    /// PostgreSQL and a consumer reads each event's entities; then the same consumer with plain
+    /// cache-aside on the same Redis and PostgreSQL.
+    Live(LiveArgs),
+}
+
+/// Options of `bench live`.
+#[derive(Debug, clap::Args)]
+pub struct LiveArgs {
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// NATS server.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// Redis server.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+    /// PostgreSQL server.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pub postgres: String,
+    /// Bytes of each entity's data.
+    #[arg(long, default_value_t = 256)]
+    pub payload_bytes: usize,
+    /// Use only the first N events.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Reads the consumer runs at once (one task per event, up to this many).
+    #[arg(long, default_value_t = 64)]
+    pub consumer_concurrency: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One side of the comparison.
+#[derive(Debug, Serialize)]
+pub struct Side {
+    /// Reads served from the cache / all reads.
+    pub hit_ratio: f64,
+    /// Store round trips.
+    pub store_loads: u64,
+    /// Reads made.
+    pub reads: u64,
+    /// Median read latency.
+    pub read_p50_ms: f64,
+    /// 99th percentile read latency.
+    pub read_p99_ms: f64,
+    /// 99th percentile read latency of hits only.
+    pub hit_p99_ms: f64,
+}
+
+/// The result.
+#[derive(Debug, Serialize)]
+pub struct LiveResult {
+    /// Events in the run.
+    pub events: usize,
+    /// Events per second from the first publish until `serve` processed the last event.
+    pub events_per_sec: f64,
+    /// Events per second the publisher achieved (flush included).
+    pub publish_events_per_sec: f64,
+    /// Prescient's side.
+    pub prescient: Side,
+    /// Cache-aside's side.
+    pub cache_aside: Side,
+}
+
+#[derive(Debug, Default)]
+struct Recorder {
+    lat: Mutex<Vec<(f64, bool)>>,
+}
+
+impl Recorder {
+    fn side(&self, store_loads: u64) -> Side {
+        let lat = self.lat.lock().map(|l| l.clone()).unwrap_or_default();
+        let mut all: Vec<f64> = lat.iter().map(|(d, _)| *d).collect();
+        let mut hits: Vec<f64> = lat.iter().filter(|(_, h)| *h).map(|(d, _)| *d).collect();
+        all.sort_by(f64::total_cmp);
+        hits.sort_by(f64::total_cmp);
+        let q = |v: &[f64], p: f64| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v[((v.len() as f64 - 1.0) * p).round() as usize]
+            }
+        };
+        Side {
+            hit_ratio: if all.is_empty() {
+                0.0
+            } else {
+                hits.len() as f64 / all.len() as f64
+            },
+            store_loads,
+            reads: all.len() as u64,
+            read_p50_ms: q(&all, 0.5),
+            read_p99_ms: q(&all, 0.99),
+            hit_p99_ms: q(&hits, 0.99),
+        }
+    }
+}
+
+/// How the consumer reads an entity.
+#[derive(Debug, Clone)]
+enum Reader {
+    Prescient(Prefetcher),
+    CacheAside {
+        cache: Arc<dyn Cache>,
+        store: Arc<dyn Store>,
+        loads: Arc<AtomicU64>,
+    },
+}
+
+impl Reader {
+    /// Reads `key`; returns whether it was a cache hit.
+    async fn read(&self, key: &EntityKey) -> bool {
+        match self {
+            Reader::Prescient(p) => {
+                matches!(p.get(key, Version::ZERO).await, Ok((_, ReadOutcome::Hit)))
+            }
+            Reader::CacheAside {
+                cache,
+                store,
+                loads,
+            } => {
+                if let Ok(Some(_)) = cache.get(key).await {
+                    return true;
+                }
+                loads.fetch_add(1, Ordering::Relaxed);
+                if let Ok(Some(e)) = store.load(key).await {
+                    let _ = cache.put(key, e, Duration::from_secs(3600)).await;
+                }
+                false
+            }
+        }
+    }
+}
+
+/// Subscribes to `subject` and reads each event's entities, until `n` events were seen.
+async fn consumer(
+    client: async_nats::Client,
+    subject: String,
+    n: usize,
+    reader: Reader,
+    rec: Arc<Recorder>,
+    concurrency: usize,
+) -> anyhow::Result<tokio::task::JoinHandle<usize>> {
+    let sub = client
+        .subscribe(subject)
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing: {e}"))?;
+    let seen = Arc::new(AtomicU64::new(0));
+    Ok(tokio::spawn(async move {
+        let s2 = seen.clone();
+        sub.take(n)
+            .for_each_concurrent(concurrency.max(1), move |msg| {
+                let reader = reader.clone();
+                let rec = rec.clone();
+                let seen = s2.clone();
+                async move {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                    let Ok(event) = serde_json::from_slice::<Event>(&msg.payload) else {
+                        return;
+                    };
+                    for key in event.distinct_keys() {
+                        let t = Instant::now();
+                        let hit = reader.read(&key).await;
+                        let ms = t.elapsed().as_secs_f64() * 1e3;
+                        if let Ok(mut l) = rec.lat.lock() {
+                            l.push((ms, hit));
+                        }
+                    }
+                }
+            })
+            .await;
+        seen.load(Ordering::Relaxed) as usize
+    }))
+}
+
+/// Runs `bench`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.which {
+        Which::Live(a) => live(a),
+    }
+}
+
+fn live(args: LiveArgs) -> anyhow::Result<()> {
+    let log = args.log.load()?;
+    let mut events = log.events;
+    if let Some(n) = args.limit {
+        events.truncate(n);
+    }
+    anyhow::ensure!(!events.is_empty(), "the log has no events");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(live_async(&args, events))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!(
+            "{} events: {:.0} events/s through NATS, serve and Redis (publisher {:.0}/s)",
+            result.events, result.events_per_sec, result.publish_events_per_sec
+        );
+        for (name, s) in [
+            ("prescient", &result.prescient),
+            ("cache-aside", &result.cache_aside),
+        ] {
+            println!(
+                "{name:>12}: hit ratio {:.3}, store loads {}, reads {}, read p50 {:.3} ms, p99 {:.3} ms, hit p99 {:.3} ms",
+                s.hit_ratio, s.store_loads, s.reads, s.read_p50_ms, s.read_p99_ms, s.hit_p99_ms
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn live_async(args: &LiveArgs, events: Vec<Event>) -> anyhow::Result<LiveResult> {
+    let n = events.len();
+    let run_id = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() % 1_000_000_000)
+            .unwrap_or(0)
+    );
+    let table = "prescient_bench_entities";
+    // 1. Seed PostgreSQL.
+    let rows = crate::cmd::seed::rows_of(&events, args.payload_bytes);
+    let pg_opts =
+        prescient_postgres::PgStoreOptions::new(&args.postgres).with_table(Some(table.to_owned()));
+    let pg = prescient_postgres::PgStore::connect(pg_opts.clone())
+        .await
+        .with_context(|| format!("cannot connect to {}", args.postgres))?;
+    pg.ensure_schema().await?;
+    for chunk in rows.chunks(5_000) {
+        prescient_core::StoreWriter::upsert_batch(&pg, chunk).await?;
+    }
+    eprintln!("seeded {} entities into {table}", rows.len());
+    let store: Arc<dyn Store> = Arc::new(pg);
+
+    // 2. NATS names of this run.
+    let stream = format!("PRESCIENT_BENCH_{run_id}");
+    let subject = format!("prescient.bench.{run_id}");
+    let sink = prescient_nats::NatsSink::connect(prescient_nats::NatsSinkOptions {
+        url: args.nats.clone(),
+        subject: subject.clone(),
+        stream: Some(stream.clone()),
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("cannot connect to {}", args.nats))?;
+    let client = sink.client().clone();
+
+    // 3. serve, in-process: NATS source, Redis cache, PostgreSQL store, online predictor.
+    let cfg_text = format!(
+        r#"
+[source]
+type = "nats"
+url = "{nats}"
+stream = "{stream}"
+subjects = ["{subject}"]
+durable = "bench"
+dead_letter_subject = "prescient.benchdead.{run_id}"
+[cache]
+type = "redis"
+url = "{redis}"
+key_prefix = "prescient-bench-{run_id}-p"
+[store]
+type = "postgres"
+url = "{pgurl}"
+table = "{table}"
+[admin]
+enabled = false
+"#,
+        nats = args.nats,
+        redis = args.redis,
+        pgurl = args.postgres,
+    );
+    let cfg = Config::from_toml_str(&cfg_text)?;
+    let svc = Service::build(cfg).await?;
+    let prefetcher = svc.prefetcher();
+    let stats = svc.stats();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(svc.run(async move {
+        let _ = stop_rx.await;
+    }));
+
+    // 4. The consumer, then the publisher.
+    let rec_p = Arc::new(Recorder::default());
+    let cons = consumer(
+        client.clone(),
+        subject.clone(),
+        n,
+        Reader::Prescient(prefetcher.clone()),
+        rec_p.clone(),
+        args.consumer_concurrency,
+    )
+    .await?;
+    let bar = ProgressBar::hidden();
+    let start = Instant::now();
+    let pub_took = crate::cmd::publish::publish_all(&sink, &events, None, &bar).await?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while (stats.processed.load(Ordering::Relaxed) as usize) < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "serve processed only {} of {n} events in 5 minutes",
+            stats.processed.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let serve_took = start.elapsed();
+    let seen = tokio::time::timeout(Duration::from_secs(300), cons)
+        .await
+        .context("the consumer did not finish in 5 minutes")??;
+    let _ = stop_tx.send(());
+    let _ = serve.await;
+    let snap = prefetcher.snapshot();
+    let store_loads = snap
+        .counters
+        .iter()
+        .find(|(k, _)| *k == "store_loads")
+        .map_or(0, |(_, v)| *v);
+    let prescient = rec_p.side(store_loads);
+    eprintln!("prescient run done: consumer saw {seen} events");
+
+    // 5. The same consumer with plain cache-aside on a fresh key prefix.
+    let cache: Arc<dyn Cache> = Arc::new(
+        prescient_redis::RedisCache::connect(
+            prescient_redis::RedisCacheOptions::new(args.redis.clone())
+                .key_prefix(format!("prescient-bench-{run_id}-ca")),
+        )
+        .await?,
+    );
+    let loads = Arc::new(AtomicU64::new(0));
+    let rec_c = Arc::new(Recorder::default());
+    let cons = consumer(
+        client.clone(),
+        subject.clone(),
+        n,
+        Reader::CacheAside {
+            cache,
+            store,
+            loads: loads.clone(),
+        },
+        rec_c.clone(),
+        args.consumer_concurrency,
+    )
+    .await?;
+    crate::cmd::publish::publish_all(&sink, &events, None, &bar).await?;
+    tokio::time::timeout(Duration::from_secs(300), cons)
+        .await
+        .context("the cache-aside consumer did not finish in 5 minutes")??;
+    let cache_aside = rec_c.side(loads.load(Ordering::Relaxed));
+    Ok(LiveResult {
+        events: n,
+        events_per_sec: n as f64 / serve_took.as_secs_f64().max(1e-9),
+        publish_events_per_sec: n as f64 / pub_took.as_secs_f64().max(1e-9),
+        prescient,
+        cache_aside,
+    })
+}
