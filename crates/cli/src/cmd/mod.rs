@@ -2,6 +2,7 @@
 
 pub mod evaluate;
 pub mod explain;
+pub mod demo;
 pub mod replay;
 pub mod serve;
 pub mod publish;
