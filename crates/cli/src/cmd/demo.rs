@@ -50,26 +50,44 @@ struct Sqlite(SqliteStore);
 
 impl BackingStore for Sqlite {
     fn load(&self, key: &EntityKey) -> Result<Option<u64>, String> {
-        let rows = self.0.load_batch_sync(&key.kind, std::slice::from_ref(&key.id)).map_err(|e| e.to_string())?;
+        let rows = self
+            .0
+            .load_batch_sync(&key.kind, std::slice::from_ref(&key.id))
+            .map_err(|e| e.to_string())?;
         Ok(rows.into_iter().next().flatten().map(|e| e.version.0))
     }
     fn write(&self, key: &EntityKey, version: u64) -> Result<(), String> {
         let data = vec![b'x'; 256];
-        self.0.upsert_batch_sync(&[(key.clone(), Entry::new(Version(version), data))]).map_err(|e| e.to_string())
+        self.0
+            .upsert_batch_sync(&[(key.clone(), Entry::new(Version(version), data))])
+            .map_err(|e| e.to_string())
     }
 }
 
 /// Runs the demo.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let cfg = ShopConfig { days: args.days.max(1), orders_per_day: args.orders_per_day.max(1), seed: args.seed, ..ShopConfig::default() };
-    eprintln!("generating {} days of a shop with {} orders a day (seed {})", cfg.days, cfg.orders_per_day, cfg.seed);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let cfg = ShopConfig {
+        days: args.days.max(1),
+        orders_per_day: args.orders_per_day.max(1),
+        seed: args.seed,
+        ..ShopConfig::default()
+    };
+    eprintln!(
+        "generating {} days of a shop with {} orders a day (seed {})",
+        cfg.days, cfg.orders_per_day, cfg.seed
+    );
     let events = generate_shop(&cfg);
     let events_path = args.out.join("events.jsonl");
-    let file = std::fs::File::create(&events_path).with_context(|| format!("creating {}", events_path.display()))?;
-    prescient_io::write_jsonl(&events, file).with_context(|| format!("writing {}", events_path.display()))?;
+    let file = std::fs::File::create(&events_path)
+        .with_context(|| format!("creating {}", events_path.display()))?;
+    prescient_io::write_jsonl(&events, file)
+        .with_context(|| format!("writing {}", events_path.display()))?;
 
-    let mutates: Vec<String> = ["orders", "payments", "shipments"].map(String::from).to_vec();
+    let mutates: Vec<String> = ["orders", "payments", "shipments"]
+        .map(String::from)
+        .to_vec();
     let workload = Workload::prepare(events, &mutates);
     eprintln!(
         "{} events over {:.0} days touching {} entities; wrote {}",
@@ -81,19 +99,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let db_path = args.out.join("store.db");
     let _ = std::fs::remove_file(&db_path);
-    let store = SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?;
+    let store =
+        SqliteStore::open(&db_path).with_context(|| format!("opening {}", db_path.display()))?;
     let bar = ProgressBar::new(workload.keys.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} rows").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} rows")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("seeding");
     for chunk in workload.keys.chunks(5_000) {
-        let rows: Vec<(EntityKey, Entry)> = chunk.iter().map(|k| (k.clone(), Entry::new(Version(1), vec![b'x'; 256]))).collect();
+        let rows: Vec<(EntityKey, Entry)> = chunk
+            .iter()
+            .map(|k| (k.clone(), Entry::new(Version(1), vec![b'x'; 256])))
+            .collect();
         store.upsert_batch_sync(&rows).context("seeding SQLite")?;
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    eprintln!("seeded {} rows into {}", store.count_sync()?, db_path.display());
+    eprintln!(
+        "seeded {} rows into {}",
+        store.count_sync()?,
+        db_path.display()
+    );
 
     let (predictor, model_source) = args.model.build()?;
     let ttl = Duration::from_secs(3600);
@@ -102,7 +129,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         capacity: Capacity::Percent(5.0),
         ttl: Some(ttl),
         mutates,
-        planner: PlannerConfig { lead: Duration::from_millis(4), batch_window: Duration::ZERO, max_ttl: ttl, ..PlannerConfig::default() },
+        planner: PlannerConfig {
+            lead: Duration::from_millis(4),
+            batch_window: Duration::ZERO,
+            max_ttl: ttl,
+            ..PlannerConfig::default()
+        },
         model_source,
         backing: Some(Arc::new(Sqlite(store))),
         ..ReplayOptions::default()
