@@ -8,11 +8,15 @@
 //! - [`RelationalModel`] is the default (`online`): backed-off type contexts per entity,
 //!   log-bucketed timing, entities through learned relations, calibrated confidences, bounded
 //!   memory and versioned snapshots.
+//! - [`KeyModel`] is for access traces (`keys`): successors between keys and sequential or
+//!   strided readahead over integer ids.
 
 pub mod hist;
+pub mod keys;
 pub mod relational;
 pub mod simple;
 
+pub use keys::{KeyConfig, KeyModel};
 pub use relational::{
     BadContextSpec, ContextSpec, ContextUse, ExplainedPrediction, Explanation, FORMAT_VERSION,
     RelationalConfig, RelationalModel, SnapshotError,
