@@ -1,11 +1,13 @@
-//! Choosing and building the predictor: `--model online|simple|FILE` (and, with the neural
+//! Choosing and building the predictor: `--model online|simple|keys|FILE` (and, with the neural
 //! crate, `neural` and `ensemble`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use prescient_core::{Local, OnlineModel, Predictor};
-use prescient_predict::{RelationalConfig, RelationalModel, SimpleConfig, SimpleModel};
+use prescient_predict::{
+    KeyConfig, KeyModel, RelationalConfig, RelationalModel, SimpleConfig, SimpleModel,
+};
 
 /// The kinds of model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -20,6 +22,9 @@ pub enum ModelKind {
     /// The neural next-type distribution mixed with the online model's by a weight chosen on
     /// validation data; entities from the online model.
     Ensemble,
+    /// Structure between keys, for access traces: successors and sequential or strided
+    /// readahead over integer ids. Predicts no event types.
+    Keys,
 }
 
 /// A neural learner that draws its training progress on stderr.
@@ -46,6 +51,7 @@ pub fn build_model(
             Ok(Box::new(model))
         }
         (ModelKind::Simple, None) => Ok(Box::new(SimpleModel::new(SimpleConfig::default()))),
+        (ModelKind::Keys, None) => Ok(Box::new(KeyModel::new(KeyConfig::default()))),
         (ModelKind::Neural, None) => Ok(Box::new(neural_learner())),
         (ModelKind::Neural, Some(dir)) => {
             let model = prescient_neural::NeuralModel::load(dir)
@@ -71,13 +77,19 @@ pub fn build_model(
                 path.display()
             )
         }
+        (ModelKind::Keys, Some(path)) => {
+            anyhow::bail!(
+                "the keys model has no snapshots; {} cannot be loaded with --model keys",
+                path.display()
+            )
+        }
     }
 }
 
 /// `--model`: a model kind, or the path of a trained model.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// The predictor: `online` (default), `simple`, or the path of a model written by
+    /// The predictor: `online` (default), `simple`, `keys`, or the path of a model written by
     /// `prescient train` (the run then starts from it instead of cold).
     #[arg(long = "model", default_value = "online", value_name = "KIND|FILE")]
     pub model: String,
