@@ -31,26 +31,51 @@ pub fn bucket_of(secs: f64) -> usize {
     b.clamp(1, BUCKETS as i64 - 1) as usize
 }
 
+/// `EDGES[b] = 2^(b/2)`: the upper edge of bucket `b` and the lower edge of bucket `b + 1`.
+static EDGES: [f64; BUCKETS + 1] = edges();
+
+const fn edges() -> [f64; BUCKETS + 1] {
+    let mut t = [0.0; BUCKETS + 1];
+    let mut b = 0;
+    while b <= BUCKETS {
+        let mut p = 1.0;
+        let mut k = 0;
+        while k < b / 2 {
+            p *= 2.0;
+            k += 1;
+        }
+        if b % 2 == 1 {
+            p *= std::f64::consts::SQRT_2;
+        }
+        t[b] = p;
+        b += 1;
+    }
+    t
+}
+
 /// The lower edge of a bucket, in seconds.
 pub fn bucket_lo(b: usize) -> f64 {
     if b == 0 {
         0.0
     } else {
-        2f64.powf((b as f64 - 1.0) / 2.0)
+        EDGES.get(b - 1).copied().unwrap_or(f64::INFINITY)
     }
 }
 
 /// The upper edge of a bucket, in seconds.
 pub fn bucket_hi(b: usize) -> f64 {
-    2f64.powf(b as f64 / 2.0)
+    EDGES.get(b).copied().unwrap_or(f64::INFINITY)
 }
+
+/// `2^(1/4)`: the ratio of a bucket's geometric middle to its lower edge.
+const FOURTH_ROOT_2: f64 = 1.189_207_115_002_721;
 
 /// A representative value of a bucket: its geometric middle (0.5 s for the first).
 pub fn bucket_mid(b: usize) -> f64 {
     if b == 0 {
         0.5
     } else {
-        (bucket_lo(b) * bucket_hi(b)).sqrt()
+        bucket_lo(b) * FOURTH_ROOT_2
     }
 }
 

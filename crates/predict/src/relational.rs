@@ -648,10 +648,25 @@ impl RelationalModel {
         }
     }
 
+    /// The predicted window of a `same` or `linked` relation context: within the lookahead,
+    /// starting no sooner than the minimum lead.
     fn window_of(&mut self, rel: u32) -> Option<(f64, f64, f32, f32)> {
-        let width = self.cfg.window.as_secs_f64();
         let max_end = self.cfg.lookahead.as_secs_f64();
         let min_start = self.cfg.min_lead.as_secs_f64();
+        self.cached_window(rel, min_start, max_end)
+    }
+
+    /// The densest window of a relation context between `min_start` and `max_end`, with the
+    /// context's trials, recomputed only when the trials moved by more than 5%. A context is
+    /// always asked with the same bounds (refresh contexts with their own), so one cached
+    /// window per context suffices.
+    fn cached_window(
+        &mut self,
+        rel: u32,
+        min_start: f64,
+        max_end: f64,
+    ) -> Option<(f64, f64, f32, f32)> {
+        let width = self.cfg.window.as_secs_f64();
         let r = self.s.rels.get_mut(rel as usize)?;
         if r.trials <= 0.0 {
             return None;
@@ -867,14 +882,10 @@ impl RelationalModel {
                 let Some(&rel) = self.s.rel_ids.get(&(kid, u16::MAX, kid, 2)) else {
                     continue;
                 };
-                let Some(stats) = self.s.rels.get(rel as usize) else {
-                    continue;
-                };
                 let width = self.cfg.window.as_secs_f64();
-                let Some((_, e, w)) = stats.gaps.densest_window(width, 0.0, width) else {
+                let Some((_, e, w, trials)) = self.cached_window(rel, 0.0, width) else {
                     continue;
                 };
-                let trials = stats.trials;
                 let conf = (f64::from(w) / (f64::from(trials) + 1.0)) as f32;
                 let expiry = Timestamp::from_micros(start).plus(age);
                 if expiry <= now {
