@@ -1,5 +1,7 @@
 //! [`LogHist`]: a fixed-size, log-bucketed histogram of durations with decay by halving.
 
+use std::cell::Cell;
+
 use serde::{Deserialize, Serialize};
 
 /// Number of buckets: bucket 0 holds `[0, 1 s)`, bucket `b ≥ 1` holds `[2^((b-1)/2), 2^(b/2))`
@@ -7,10 +9,23 @@ use serde::{Deserialize, Serialize};
 pub const BUCKETS: usize = 64;
 
 /// A log-bucketed histogram of durations (half-octave buckets), weights as `f32`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogHist {
     counts: Vec<f32>,
     total: f32,
+    /// The cached median in seconds (negative: not known); not part of the snapshot.
+    #[serde(skip, default = "unknown_median")]
+    median: Cell<f64>,
+}
+
+fn unknown_median() -> Cell<f64> {
+    Cell::new(-1.0)
+}
+
+impl PartialEq for LogHist {
+    fn eq(&self, other: &Self) -> bool {
+        self.counts == other.counts && self.total == other.total
+    }
 }
 
 impl Default for LogHist {
@@ -18,6 +33,7 @@ impl Default for LogHist {
         LogHist {
             counts: vec![0.0; BUCKETS],
             total: 0.0,
+            median: unknown_median(),
         }
     }
 }
@@ -84,6 +100,7 @@ impl LogHist {
     /// `cap` (a cap of 0 never halves).
     pub fn add(&mut self, secs: f64, cap: f32) {
         let b = bucket_of(secs);
+        self.median.set(-1.0);
         self.counts[b] += 1.0;
         self.total += 1.0;
         if cap > 0.0 && self.total > cap {
@@ -96,6 +113,7 @@ impl LogHist {
 
     /// Multiplies every weight by `f` (decay).
     pub fn scale(&mut self, f: f32) {
+        self.median.set(-1.0);
         for c in &mut self.counts {
             *c *= f;
         }
@@ -110,6 +128,18 @@ impl LogHist {
     /// The weight of a bucket.
     pub fn count(&self, b: usize) -> f32 {
         self.counts.get(b).copied().unwrap_or(0.0)
+    }
+
+    /// The median in seconds (bucket middle), or `None` when empty: `quantile(0.5)`, cached
+    /// until the histogram changes.
+    pub fn median(&self) -> Option<f64> {
+        let m = self.median.get();
+        if m >= 0.0 {
+            return Some(m);
+        }
+        let m = self.quantile(0.5)?;
+        self.median.set(m);
+        Some(m)
     }
 
     /// The `q`-quantile in seconds (bucket middle), or `None` when empty.

@@ -8,9 +8,11 @@
 //!   the entities' distributions are mixed with weights proportional to their rates (one over
 //!   the median time to their next event), as for competing clocks. Counts halve once a context
 //!   has seen [`RelationalConfig::max_count`] events, so the model follows drift. The top-1
-//!   probability is calibrated online by binning (per probability bin and number of context
-//!   levels found): the raw top-1 prediction made after each learned event is recorded against
-//!   the type of the next event touching one of its entities.
+//!   probability is calibrated online by binning (per probability bin, number of context
+//!   levels found, and whether the entity has seen only one event): the raw top-1 prediction
+//!   made after each observed event is recorded against the type of the next learned event
+//!   touching one of its entities. The mixture computed at the end of `observe` is reused by
+//!   the `forecast` of the same event.
 //! - **When.** Per (kind, type, next type) a log-bucketed histogram of the time until the next
 //!   event of the entity; `expected_at` is its median.
 //! - **Which entities.** Each entity of the event ([`Relation::Same`]) and each entity linked to
@@ -216,6 +218,18 @@ impl EntityState {
 /// Calibration bins of the top-1 next-type probability.
 const CAL_BINS: usize = 20;
 
+/// Flag of the context levels used (as [`mixture`] returns them): the forecast follows the
+/// entity's first event. Such forecasts are calibrated apart from the others.
+const FIRST_EVENT: usize = 128;
+
+/// The calibration cell of a raw top-1 probability `p` made from `used` context levels (with
+/// [`FIRST_EVENT`]), out of `levels` levels.
+fn cal_cell(p: f64, used: usize, levels: usize) -> usize {
+    let first = usize::from(used & FIRST_EVENT != 0);
+    let level = (used & !FIRST_EVENT).min(levels - 1);
+    (first * levels + level) * CAL_BINS + cal_bin(p)
+}
+
 /// Why a snapshot could not be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -236,7 +250,9 @@ pub enum SnapshotError {
 }
 
 /// The snapshot format version.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 calibrates forecasts after an entity's first event apart from the others.
+pub const FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"PRESCRM\0";
 
 /// What the model learned, as it is snapshotted.
@@ -337,6 +353,66 @@ pub struct RelationalModel {
     scratch: Vec<f64>,
     mix: Vec<f64>,
     keys: Vec<(EntityKey, u16, bool)>,
+    /// The next-type mixture after the last observed event, for its forecast.
+    mix_cache: MixCache,
+    /// Sequence numbers of tracked events' predictions (calibration), apart from learned ones.
+    track_seq: u64,
+    // Reused buffers.
+    fkeys: Vec<(EntityKey, u16)>,
+    ranked: Vec<(u16, f64)>,
+    cands: Vec<(EntityKey, EntityKey, u16, u16, u8)>,
+    own_cycles: Vec<Option<i64>>,
+    resolved: Vec<u64>,
+    linked: Vec<(EntityKey, u16)>,
+}
+
+/// The next-type mixture computed at the end of `observe`, reused by the `forecast` of the
+/// same event (nothing that it depends on changes in between).
+#[derive(Debug, Default)]
+struct MixCache {
+    valid: bool,
+    /// [`fingerprint`] of the event.
+    fingerprint: u64,
+    dist: Vec<f64>,
+    used: usize,
+    first_gap: Option<f64>,
+}
+
+/// A hash of everything about an event that its next-type forecast depends on.
+fn fingerprint(e: &Event) -> u64 {
+    use std::hash::Hash;
+    let mut h = FxHasher::default();
+    h.write_i64(e.time.as_micros());
+    e.event_type.hash(&mut h);
+    for r in &e.entities {
+        r.kind.hash(&mut h);
+        r.id.hash(&mut h);
+        r.role.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// `now` plus `secs` seconds (at least 0), to the microsecond.
+fn after(now: Timestamp, secs: f64) -> Timestamp {
+    let us = (secs.max(0.0) * 1e6).min(i64::MAX as f64) as i64;
+    Timestamp::from_micros(now.as_micros().saturating_add(us))
+}
+
+/// Fills `out` with the `k` largest entries of `p` as `(index, value)`, largest first; ties
+/// keep the lower index first.
+fn top_k(p: &[f64], k: usize, out: &mut Vec<(u16, f64)>) {
+    out.clear();
+    if k == 0 {
+        return;
+    }
+    for (t, &x) in p.iter().enumerate() {
+        if out.len() == k && out.last().is_some_and(|&(_, last)| x <= last) {
+            continue;
+        }
+        let at = out.iter().position(|&(_, y)| y < x).unwrap_or(out.len());
+        out.insert(at, (t as u16, x));
+        out.truncate(k);
+    }
 }
 
 fn intern(names: &mut Vec<SmolStr>, ids: &mut FxHashMap<SmolStr, u16>, s: &SmolStr) -> u16 {
@@ -451,13 +527,13 @@ fn mixture<'a>(
             .hist()
             .first()
             .and_then(|&l| s.any_gap.get(&(kid, l)))
-            .and_then(|h| h.quantile(0.5))
+            .and_then(LogHist::median)
             .map(|g| 1.0 / g.max(1.0));
         rate_sum += rate.unwrap_or(0.0);
         let w = rate.unwrap_or(1e-12);
         if w > best_w {
             best_w = w;
-            used_best = used;
+            used_best = used | if st.seen <= 1 { FIRST_EVENT } else { 0 };
         }
         for (o, p) in out.iter_mut().zip(scratch.iter()) {
             *o += w * p;
@@ -472,7 +548,7 @@ fn mixture<'a>(
         }
         let used = distribution(cfg, s, scratch, u16::MAX, &fallback, now);
         out.clone_from(scratch);
-        return (used, None);
+        return (used | FIRST_EVENT, None);
     }
     if total_w > 0.0 {
         for o in out.iter_mut() {
@@ -558,10 +634,6 @@ impl RelationalModel {
         Some(hasher.finish())
     }
 
-    fn entity(&self, key: &EntityKey) -> Option<&EntityState> {
-        self.s.young.get(key).or_else(|| self.s.old.get(key))
-    }
-
     fn take_entity(&mut self, key: &EntityKey) -> Option<EntityState> {
         self.s.young.remove(key).or_else(|| self.s.old.remove(key))
     }
@@ -581,18 +653,20 @@ impl RelationalModel {
     /// pooled rate of the probability bin, which is shrunk towards the raw probability.
     fn calibrate(&self, p: f64, used: usize) -> f64 {
         let levels = self.cfg.contexts.len() + 1;
-        if self.s.cal.len() != CAL_BINS * levels {
+        if self.s.cal.len() != 2 * CAL_BINS * levels {
             return p;
         }
-        let b = cal_bin(p);
+        let cell = cal_cell(p, used, levels);
+        let b = cell % CAL_BINS;
+        let class = cell / CAL_BINS / levels;
         let (mut nb, mut kb) = (0.0f64, 0.0f64);
         for l in 0..levels {
-            let (n, k) = self.s.cal[l * CAL_BINS + b];
+            let (n, k) = self.s.cal[(class * levels + l) * CAL_BINS + b];
             nb += f64::from(n);
             kb += f64::from(k);
         }
         let pooled = (kb + 2.0 * p) / (nb + 2.0);
-        let (n, k) = self.s.cal[used.min(levels - 1) * CAL_BINS + b];
+        let (n, k) = self.s.cal[cell];
         (f64::from(k) + 5.0 * pooled) / (f64::from(n) + 5.0)
     }
 
@@ -717,36 +791,49 @@ impl RelationalModel {
         let cur = self.type_ids.get(&event.event_type).copied();
         let main = Self::main_ref(event);
         let kind = main.and_then(|r| self.kind_ids.get(&r.kind).copied());
+        // The event's entities of known kinds, each once.
+        let mut fkeys = std::mem::take(&mut self.fkeys);
+        fkeys.clear();
+        for r in &event.entities {
+            if fkeys.iter().any(|(k, _)| k.kind == r.kind && k.id == r.id) {
+                continue;
+            }
+            if let Some(&kid) = self.kind_ids.get(&r.kind) {
+                fkeys.push((r.key(), kid));
+            }
+        }
         if !self.s.types.is_empty() {
             let k = kind.unwrap_or(u16::MAX);
-            let mut fallback = EntityState::default();
-            if let Some(c) = cur {
-                fallback.push_type(c, 1);
-                fallback.seen = 1;
-            }
-            let main_key = main.map(|r| r.key());
-            let st: &EntityState = main_key
-                .as_ref()
-                .and_then(|key| self.s.young.get(key).or_else(|| self.s.old.get(key)))
-                .unwrap_or(&fallback);
-            let mut mix = std::mem::take(&mut self.mix);
-            let keys: Vec<(EntityKey, u16)> = event
-                .entities
-                .iter()
-                .filter_map(|r| self.kind_ids.get(&r.kind).map(|&k| (r.key(), k)))
-                .collect();
-            let (used, first_gap) = mixture(
-                &self.cfg,
-                &self.s,
-                &mut self.scratch,
-                &mut mix,
-                keys.iter().map(|(k, id)| (k, *id)),
-                cur,
-                now,
-            );
-            std::mem::swap(&mut self.scratch, &mut mix);
-            self.mix = mix;
+            let fp = fingerprint(event);
+            let (used, first_gap) = if self.mix_cache.valid && self.mix_cache.fingerprint == fp {
+                self.scratch.clone_from(&self.mix_cache.dist);
+                (self.mix_cache.used, self.mix_cache.first_gap)
+            } else {
+                let mut mix = std::mem::take(&mut self.mix);
+                let r = mixture(
+                    &self.cfg,
+                    &self.s,
+                    &mut self.scratch,
+                    &mut mix,
+                    fkeys.iter().map(|(k, id)| (k, *id)),
+                    cur,
+                    now,
+                );
+                std::mem::swap(&mut self.scratch, &mut mix);
+                self.mix = mix;
+                r
+            };
             if explain {
+                let mut fallback = EntityState::default();
+                if let Some(c) = cur {
+                    fallback.push_type(c, 1);
+                    fallback.seen = 1;
+                }
+                let main_key = main.map(|r| r.key());
+                let st: &EntityState = main_key
+                    .as_ref()
+                    .and_then(|key| self.s.young.get(key).or_else(|| self.s.old.get(key)))
+                    .unwrap_or(&fallback);
                 for spec in &self.cfg.contexts {
                     if let Some(key) = Self::context_key(*spec, k, st, now)
                         && let Some(c) = self.s.contexts.get(&key)
@@ -765,14 +852,9 @@ impl RelationalModel {
                     }
                 }
             }
-            let mut ranked: Vec<(u16, f64)> = self
-                .scratch
-                .iter()
-                .enumerate()
-                .map(|(t, &p)| (t as u16, p))
-                .collect();
-            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            ranked.truncate(self.cfg.max_next);
+            // The `max_next` most probable types, most probable first (ties: lower id first).
+            let mut ranked = std::mem::take(&mut self.ranked);
+            top_k(&self.scratch, self.cfg.max_next, &mut ranked);
             if let Some(&(_, p1)) = ranked.first() {
                 raw_top = p1;
                 let c1 = self.calibrate(p1, used);
@@ -781,67 +863,58 @@ impl RelationalModel {
                 } else {
                     0.0
                 };
-                for (i, (t, p)) in ranked.into_iter().enumerate() {
+                let any = cur
+                    .and_then(|c| self.s.any_gap.get(&(k, c)))
+                    .and_then(LogHist::median);
+                next.reserve_exact(ranked.len());
+                for (i, &(t, p)) in ranked.iter().enumerate() {
                     // Calibration may lower the top-1 below the rescaled others; they are capped
                     // at it so that the order stays the model's ranking.
                     let prob = if i == 0 { c1 } else { (p * rest).min(c1) };
                     let gap = first_gap
                         .or_else(|| {
                             cur.and_then(|c| self.s.next_gap.get(&(k, c, t)))
-                                .and_then(|h| h.quantile(0.5))
+                                .and_then(LogHist::median)
                         })
-                        .or_else(|| {
-                            cur.and_then(|c| self.s.any_gap.get(&(k, c)))
-                                .and_then(|h| h.quantile(0.5))
-                        })
+                        .or(any)
                         .unwrap_or(0.0);
                     next.push(NextEvent {
                         event_type: self.s.types[usize::from(t)].clone(),
                         probability: prob.clamp(0.0, 1.0) as f32,
-                        expected_at: now.plus(Duration::from_secs_f64(gap)),
+                        expected_at: after(now, gap),
                     });
                 }
             }
+            self.ranked = ranked;
         }
         let top_type = next.first().map(|n| n.event_type.clone());
 
         // Entities: the event's own, then their links.
         let mut ents: Vec<(Prediction, EntityKey, f32, f32)> = Vec::new();
         let ty = cur.unwrap_or(u16::MAX);
-        let mut cands: Vec<(EntityKey, EntityKey, u16, u16, u8)> = Vec::new();
-        for r in &event.entities {
-            let key = r.key();
-            if cands.iter().any(|c| c.0 == key) {
-                continue;
-            }
-            let Some(&kid) = self.kind_ids.get(&r.kind) else {
+        let mut cands = std::mem::take(&mut self.cands);
+        cands.clear();
+        // Own entities with the start of their data-age cycle.
+        let mut own_cycles = std::mem::take(&mut self.own_cycles);
+        own_cycles.clear();
+        for (key, kid) in &fkeys {
+            let st = self.s.young.get(key).or_else(|| self.s.old.get(key));
+            own_cycles.push(st.and_then(|s| s.cycle_start));
+            cands.push((key.clone(), key.clone(), *kid, *kid, 0));
+            let Some(st) = st else {
                 continue;
             };
-            cands.push((key.clone(), key, kid, kid, 0));
-        }
-        let own = cands.len();
-        for i in 0..own {
-            let (from, kid) = (cands[i].0.clone(), cands[i].2);
-            let links = self
-                .entity(&from)
-                .map(|s| s.links.clone())
-                .unwrap_or_default();
-            for l in links {
-                if event
-                    .entities
-                    .iter()
-                    .any(|r| r.kind == l.kind && r.id == l.id)
-                    || cands.iter().any(|c| c.0 == l)
-                {
+            for l in &st.links {
+                if fkeys.iter().any(|(k, _)| k == l) || cands.iter().any(|c| c.0 == *l) {
                     continue;
                 }
                 let Some(&lk) = self.kind_ids.get(&l.kind) else {
                     continue;
                 };
-                cands.push((l, from.clone(), lk, kid, 1));
+                cands.push((l.clone(), key.clone(), lk, *kid, 1));
             }
         }
-        for (key, via, kid, from_kind, relation) in cands {
+        for (key, via, kid, from_kind, relation) in cands.drain(..) {
             let Some(&rel) = self.s.rel_ids.get(&(kid, ty, from_kind, relation)) else {
                 continue;
             };
@@ -853,8 +926,8 @@ impl RelationalModel {
                 Prediction {
                     entity: key,
                     confidence: conf,
-                    expected_at: now.plus(Duration::from_secs_f64(s)),
-                    latest: now.plus(Duration::from_secs_f64(e.max(s))),
+                    expected_at: after(now, s),
+                    latest: after(now, e.max(s)),
                     event_type: top_type.clone(),
                     relation: if relation == 0 {
                         Relation::Same
@@ -867,19 +940,20 @@ impl RelationalModel {
                 w,
             ));
         }
+        self.cands = cands;
         // Refresh: an own entity whose cached copy expires soon is predicted right after the
         // expiry, with the learned chance of a touch within a window of it.
         let age = self.cfg.min_lead;
         if !age.is_zero() {
-            for r in &event.entities {
-                let key = r.key();
-                let Some(&kid) = self.kind_ids.get(&r.kind) else {
+            for ((key, kid), start) in fkeys.iter().zip(&own_cycles) {
+                let Some(start) = *start else {
                     continue;
                 };
-                let Some(start) = self.entity(&key).and_then(|st| st.cycle_start) else {
+                let expiry = Timestamp::from_micros(start).plus(age);
+                if expiry <= now {
                     continue;
-                };
-                let Some(&rel) = self.s.rel_ids.get(&(kid, u16::MAX, kid, 2)) else {
+                }
+                let Some(&rel) = self.s.rel_ids.get(&(*kid, u16::MAX, *kid, 2)) else {
                     continue;
                 };
                 let width = self.cfg.window.as_secs_f64();
@@ -887,25 +961,23 @@ impl RelationalModel {
                     continue;
                 };
                 let conf = (f64::from(w) / (f64::from(trials) + 1.0)) as f32;
-                let expiry = Timestamp::from_micros(start).plus(age);
-                if expiry <= now {
-                    continue;
-                }
                 let p = Prediction {
                     entity: key.clone(),
                     confidence: conf,
                     expected_at: expiry,
-                    latest: expiry.plus(Duration::from_secs_f64(e)),
+                    latest: after(expiry, e),
                     event_type: top_type.clone(),
                     relation: Relation::Same,
                 };
-                match ents.iter_mut().find(|x| x.0.entity == key) {
+                match ents.iter_mut().find(|x| x.0.entity == *key) {
                     Some(x) if x.0.confidence >= conf => {}
-                    Some(x) => *x = (p, key, trials, w),
-                    None => ents.push((p, key, trials, w)),
+                    Some(x) => *x = (p, key.clone(), trials, w),
+                    None => ents.push((p, key.clone(), trials, w)),
                 }
             }
         }
+        self.own_cycles = own_cycles;
+        self.fkeys = fkeys;
         ents.sort_by(|a, b| b.0.confidence.total_cmp(&a.0.confidence));
         ((next, ents), raw_top, uses)
     }
@@ -981,6 +1053,7 @@ impl RelationalModel {
         for r in &mut self.s.rels {
             r.window = None;
         }
+        self.mix_cache.valid = false;
         self.cfg = cfg;
     }
 }
@@ -995,6 +1068,7 @@ impl OnlineModel for RelationalModel {
             return;
         }
         let learn = mode == Observe::Learn;
+        self.mix_cache.valid = false;
         let now = event.time;
         let nowu = now.as_micros();
         let cap = self.cfg.max_count;
@@ -1017,27 +1091,28 @@ impl OnlineModel for RelationalModel {
             let kid = intern(&mut self.s.kinds, &mut self.kind_ids, &r.kind);
             keys.push((r.key(), kid, i == main_idx));
         }
-        let mut linked: Vec<(EntityKey, u16)> = Vec::new();
-        let mut resolved: Vec<u64> = Vec::new();
+        let mut linked = std::mem::take(&mut self.linked);
+        linked.clear();
+        let mut resolved = std::mem::take(&mut self.resolved);
+        resolved.clear();
         for i in 0..keys.len() {
             let (key, kid) = (&keys[i].0, keys[i].1);
             let mut st = self.take_entity(key).unwrap_or_else(|| EntityState {
                 kind: kid,
                 ..EntityState::default()
             });
+            // Calibration: the top-1 prediction made after the previous event touching this
+            // entity, resolved by this event (once per earlier event).
             if learn && st.seen > 0 {
-                let gap = ((nowu - st.last_time) as f64 / 1e6).max(0.0);
-                // Calibration: the top-1 prediction made after the previous event touching
-                // this entity, resolved by this event (once per earlier event).
                 if let Some((seq, t, p, used)) = st.pending
                     && !resolved.contains(&seq)
                 {
                     resolved.push(seq);
                     let levels = self.cfg.contexts.len() + 1;
-                    if self.s.cal.len() != CAL_BINS * levels {
-                        self.s.cal = vec![(0.0, 0.0); CAL_BINS * levels];
+                    if self.s.cal.len() != 2 * CAL_BINS * levels {
+                        self.s.cal = vec![(0.0, 0.0); 2 * CAL_BINS * levels];
                     }
-                    let i = usize::from(used).min(levels - 1) * CAL_BINS + cal_bin(f64::from(p));
+                    let i = cal_cell(f64::from(p), usize::from(used), levels);
                     let cell = &mut self.s.cal[i];
                     cell.0 += 1.0;
                     cell.1 += f32::from(t == cur);
@@ -1046,6 +1121,7 @@ impl OnlineModel for RelationalModel {
                         cell.1 *= 0.5;
                     }
                 }
+                let gap = ((nowu - st.last_time) as f64 / 1e6).max(0.0);
                 self.learn_next_type(kid, &st, cur, now);
                 if let Some(&last) = st.hist().first() {
                     self.s
@@ -1113,29 +1189,42 @@ impl OnlineModel for RelationalModel {
         }
         if learn {
             self.s.unigram.add(cur, cap);
-            // What the model now predicts after this event, to be resolved by the next one.
             self.s.learned += 1;
-            let seq = self.s.learned;
-            let mut mix = std::mem::take(&mut self.mix);
-            let (used, _) = mixture(
-                &self.cfg,
-                &self.s,
-                &mut self.scratch,
-                &mut mix,
-                keys.iter().map(|(k, id, _)| (k, *id)),
-                Some(cur),
-                now,
-            );
-            if let Some((t, p)) = top1(&mix) {
-                let pending = Some((seq, t, p as f32, used.min(255) as u8));
-                for (k, _, _) in &keys {
-                    if let Some(st) = self.s.young.get_mut(k) {
-                        st.pending = pending;
-                    }
+        }
+        // What the model now predicts after this event, to be resolved by the next one; kept
+        // for this event's forecast too.
+        let seq = if learn {
+            self.s.learned
+        } else {
+            self.track_seq += 1;
+            (1 << 63) | self.track_seq
+        };
+        let mut mix = std::mem::take(&mut self.mix);
+        let (used, first_gap) = mixture(
+            &self.cfg,
+            &self.s,
+            &mut self.scratch,
+            &mut mix,
+            keys.iter().map(|(k, id, _)| (k, *id)),
+            Some(cur),
+            now,
+        );
+        if let Some((t, p)) = top1(&mix) {
+            let pending = Some((seq, t, p as f32, used.min(255) as u8));
+            for (k, _, _) in &keys {
+                if let Some(st) = self.s.young.get_mut(k) {
+                    st.pending = pending;
                 }
             }
-            self.mix = mix;
-            for (l, from_kind) in linked {
+        }
+        self.mix_cache.dist.clone_from(&mix);
+        self.mix_cache.used = used;
+        self.mix_cache.first_gap = first_gap;
+        self.mix_cache.fingerprint = fingerprint(event);
+        self.mix_cache.valid = true;
+        self.mix = mix;
+        if learn {
+            for (l, from_kind) in linked.drain(..) {
                 let Some(&lk) = self.kind_ids.get(&l.kind) else {
                     continue;
                 };
@@ -1146,6 +1235,8 @@ impl OnlineModel for RelationalModel {
                 }
             }
         }
+        self.linked = linked;
+        self.resolved = resolved;
         self.keys = keys;
     }
 
