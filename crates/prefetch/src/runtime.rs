@@ -3,11 +3,16 @@
 //! [`Prefetcher`] connects a [`Planner`] to a [`Predictor`], a [`Cache`] and a [`Store`]:
 //! - [`Prefetcher::on_event`] applies an event's invalidations, asks the predictor (through the
 //!   circuit breaker, with a deadline) and schedules the predicted loads. Ack the event after it
-//!   returns.
+//!   returns. [`Prefetcher::on_events`] does the same for a batch of events, sending all their
+//!   invalidations at once.
 //! - [`Prefetcher::run`] loads due batches in the background, writes them with their TTL, and
 //!   retries failures with backoff.
 //! - [`Prefetcher::get`] is the consumer API: cache first (only a current version), else join a
-//!   load in flight, else load from the store and fill the cache.
+//!   load in flight, else load from the store and fill the cache. [`Prefetcher::get_many`] reads
+//!   several entities with one cache round trip and one store batch per kind for the misses.
+//!
+//! Loaded batches are written to the cache together (a multiplexed cache client such as Redis's
+//! pipelines the writes), not one round trip after another.
 //!
 //! # Concurrent calls on the same key
 //! Concurrent [`Prefetcher::get`] misses on one entity run one store load; the others wait for it
@@ -27,6 +32,9 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
 use crate::planner::{Batch, BatchItem, Failure, LoadId, Offer, Planner, PlannerConfig};
+
+/// [`Prefetcher::on_events`] yields to the scheduler after this many predictions.
+const YIELD_EVERY: usize = 32;
 
 /// Settings of a [`Prefetcher`].
 #[derive(Debug, Clone)]
@@ -293,29 +301,97 @@ impl Prefetcher {
     /// # Cancel safety
     /// Cancelling may skip the prediction of this event; invalidations already sent stay applied.
     pub async fn on_event(&self, event: &Event) -> usize {
-        self.inner.metrics.events.fetch_add(1, Ordering::Relaxed);
-        for m in &event.mutations {
-            let key = m.key();
-            self.forget_tracked(&key, Some(m.version));
-            match self.inner.cache.invalidate(&key, m.version).await {
+        self.on_events(std::slice::from_ref(event)).await
+    }
+
+    /// Processes several events, in order, as [`Prefetcher::on_event`] would one after the other,
+    /// but with fewer round trips: the invalidations of all of them (the highest version of each
+    /// written entity) are sent at once, before any of their predictions, and the scheduler is
+    /// woken once. Returns the number of predictions offered. Acknowledge the events after this
+    /// returns.
+    ///
+    /// Applying every invalidation of the batch first is safe: a floor only ever rises, so
+    /// sending it earlier can only refuse more stale writes, never admit one.
+    ///
+    /// # Cancel safety
+    /// Cancelling may skip the predictions of some events; invalidations already sent stay
+    /// applied.
+    pub async fn on_events(&self, events: &[Event]) -> usize {
+        let m = &self.inner.metrics;
+        m.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.invalidate_written(events).await;
+        let mut offered = 0;
+        let mut woke = false;
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 && i % YIELD_EVERY == 0 {
+                // Predicting is CPU work: let the worker run other tasks (cache reads, acks)
+                // now and then, so that a large batch does not delay them.
+                tokio::task::yield_now().await;
+            }
+            if let Some(n) = self.predict_and_offer(event).await {
+                offered += n;
+                woke = true;
+            }
+        }
+        if woke {
+            self.inner.wake.notify_one();
+        }
+        offered
+    }
+
+    /// Sends the invalidations of `events`: for each written entity its highest version, all at
+    /// once (a multiplexed cache client pipelines them).
+    async fn invalidate_written(&self, events: &[Event]) {
+        let mut floors: Vec<(EntityKey, Version)> = Vec::new();
+        {
+            let mut index: FxHashMap<EntityKey, usize> = FxHashMap::default();
+            for mu in events.iter().flat_map(|e| &e.mutations) {
+                let key = mu.key();
+                match index.get(&key) {
+                    Some(&i) => floors[i].1 = floors[i].1.max(mu.version),
+                    None => {
+                        index.insert(key.clone(), floors.len());
+                        floors.push((key, mu.version));
+                    }
+                }
+            }
+        }
+        if floors.is_empty() {
+            return;
+        }
+        {
+            let mut s = self.state();
+            for (key, version) in &floors {
+                self.forget_tracked_in(&mut s, key, Some(*version));
+            }
+        }
+        let cache = &self.inner.cache;
+        let results = futures::future::join_all(
+            floors
+                .iter()
+                .map(|(key, version)| cache.invalidate(key, *version)),
+        )
+        .await;
+        let m = &self.inner.metrics;
+        for ((key, _), r) in floors.iter().zip(results) {
+            match r {
                 Ok(()) => {
-                    self.inner
-                        .metrics
-                        .invalidations
-                        .fetch_add(1, Ordering::Relaxed);
+                    m.invalidations.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(error) => {
-                    self.inner
-                        .metrics
-                        .cache_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                    m.cache_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(message = "Invalidation failed.", %error, entity = %key);
                 }
             }
         }
+    }
+
+    /// Asks the predictor about `event` (through the breaker, with the deadline) and offers the
+    /// predictions to the planner. `None` when the breaker is open or the prediction failed.
+    async fn predict_and_offer(&self, event: &Event) -> Option<usize> {
         let now = self.inner.clock.now();
         if !self.state().breaker.allow(now) {
-            return 0;
+            return None;
         }
         let predictor = self.predictor();
         let deadline = now.plus(self.inner.cfg.predict_timeout);
@@ -355,8 +431,7 @@ impl Prefetcher {
                     .metrics
                     .predictions
                     .fetch_add(n as u64, Ordering::Relaxed);
-                self.inner.wake.notify_one();
-                n
+                Some(n)
             }
             Err(error) => {
                 s.breaker.record(now, false);
@@ -366,13 +441,12 @@ impl Prefetcher {
                     .predictor_errors
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(message = "Prediction failed.", %error, event = %event.id);
-                0
+                None
             }
         }
     }
 
-    fn forget_tracked(&self, key: &EntityKey, below: Option<Version>) {
-        let mut s = self.state();
+    fn forget_tracked_in(&self, s: &mut State, key: &EntityKey, below: Option<Version>) {
         if let Some(t) = s.tracked.get(key).copied()
             && below.is_none_or(|v| t.version < v)
         {
@@ -432,15 +506,8 @@ impl Prefetcher {
         let m = &self.inner.metrics;
         match self.inner.cache.get(key).await {
             Ok(Some(e)) if e.version >= min_version => {
-                m.hits.fetch_add(1, Ordering::Relaxed);
                 let mut s = self.state();
-                s.planner.on_read();
-                if let Some(t) = s.tracked.get_mut(key)
-                    && t.prefetched_unread
-                {
-                    t.prefetched_unread = false;
-                    m.prefetches_used.fetch_add(1, Ordering::Relaxed);
-                }
+                self.record_hit(&mut s, key);
                 return Ok((e, ReadOutcome::Hit));
             }
             Ok(_) => {}
@@ -449,39 +516,203 @@ impl Prefetcher {
                 tracing::warn!(message = "Cache read failed; reading the store.", %error, entity = %key);
             }
         }
-        // Join a load in flight, or start one.
-        let now = self.inner.clock.now();
-        let joined = {
-            let mut s = self.state();
-            s.planner.on_read();
-            let (flight, new) = s.planner.begin_demand(now, key);
-            if new {
-                s.waiters.insert(key.clone(), (flight.id, Vec::new()));
-                None
-            } else {
-                let (tx, rx) = oneshot::channel();
-                let entry = s
-                    .waiters
-                    .entry(key.clone())
-                    .or_insert_with(|| (flight.id, Vec::new()));
-                entry.1.push(tx);
-                Some((rx, flight.id))
+        self.read_missed(key, min_version).await
+    }
+
+    /// Reads several entities at `min_version` or newer, as [`Prefetcher::get`] would each, but
+    /// with one cache round trip for all of them ([`Cache::get_many`]). A miss joins the load of
+    /// its entity in flight if there is one; the other misses are loaded with one store batch
+    /// per kind ([`Store::load_batch`]), and fill the cache. The results are in the order of
+    /// `keys`.
+    ///
+    /// # Errors
+    /// Each result fails as [`Prefetcher::get`] would for that entity.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled reader leaves any load it started to finish and fill the cache.
+    pub async fn get_many(
+        &self,
+        keys: &[EntityKey],
+        min_version: Version,
+    ) -> Vec<Result<(Entry, ReadOutcome), ReadError>> {
+        let m = &self.inner.metrics;
+        let cached = match self.inner.cache.get_many(keys).await {
+            Ok(v) if v.len() == keys.len() => v,
+            Ok(v) => {
+                m.cache_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    message = "Cache returned the wrong number of entries; reading the store.",
+                    got = v.len(),
+                    keys = keys.len()
+                );
+                vec![None; keys.len()]
+            }
+            Err(error) => {
+                m.cache_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(message = "Cache read failed; reading the store.", %error, entities = keys.len());
+                vec![None; keys.len()]
             }
         };
-        if let Some((rx, _)) = joined {
-            if let Ok(Ok(Some(e))) = rx.await
-                && e.version >= min_version
-            {
-                m.joined.fetch_add(1, Ordering::Relaxed);
-                return Ok((e, ReadOutcome::Joined));
+        let mut out: Vec<Option<Result<(Entry, ReadOutcome), ReadError>>> =
+            Vec::with_capacity(keys.len());
+        let mut missed = Vec::new();
+        {
+            let mut s = self.state();
+            for (i, (key, entry)) in keys.iter().zip(cached).enumerate() {
+                match entry {
+                    Some(e) if e.version >= min_version => {
+                        self.record_hit(&mut s, key);
+                        out.push(Some(Ok((e, ReadOutcome::Hit))));
+                    }
+                    _ => {
+                        missed.push(i);
+                        out.push(None);
+                    }
+                }
             }
-            // The shared load failed or brought an older version: read the store ourselves.
-            return self
-                .load_direct(key, min_version)
-                .await
-                .map(|e| (e, ReadOutcome::Miss));
         }
-        let result = self.load_and_fill(key).await;
+        if !missed.is_empty() {
+            let refs: Vec<&EntityKey> = missed.iter().map(|&i| &keys[i]).collect();
+            let loads = self.read_missed_many(&refs, min_version).await;
+            for (i, r) in missed.into_iter().zip(loads) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .zip(keys)
+            .map(|(r, key)| r.unwrap_or_else(|| Err(ReadError::NotFound(key.clone()))))
+            .collect()
+    }
+
+    /// Counts a cache hit on `key` (and the use of its prefetch, if it was prefetched).
+    fn record_hit(&self, s: &mut State, key: &EntityKey) {
+        let m = &self.inner.metrics;
+        m.hits.fetch_add(1, Ordering::Relaxed);
+        s.planner.on_read();
+        if let Some(t) = s.tracked.get_mut(key)
+            && t.prefetched_unread
+        {
+            t.prefetched_unread = false;
+            m.prefetches_used.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The read path after a cache miss: join a load in flight, or load from the store and fill
+    /// the cache.
+    async fn read_missed(
+        &self,
+        key: &EntityKey,
+        min_version: Version,
+    ) -> Result<(Entry, ReadOutcome), ReadError> {
+        match self.begin_read(key) {
+            Some(rx) => self.await_joined(key, rx, min_version).await,
+            None => {
+                let result = self.load_and_fill(key).await;
+                self.end_read(key, result, min_version)
+            }
+        }
+    }
+
+    /// The read path after cache misses on several entities: each joins a load in flight where
+    /// there is one; the others are loaded with one store batch per kind, and fill the cache.
+    async fn read_missed_many(
+        &self,
+        keys: &[&EntityKey],
+        min_version: Version,
+    ) -> Vec<Result<(Entry, ReadOutcome), ReadError>> {
+        let mut joined = Vec::new();
+        let mut own: Vec<(usize, &EntityKey)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            match self.begin_read(key) {
+                Some(rx) => joined.push((i, *key, rx)),
+                None => own.push((i, *key)),
+            }
+        }
+        // One store batch per kind, in the order kinds first appear.
+        let mut kinds: Vec<Vec<(usize, &EntityKey)>> = Vec::new();
+        for (i, key) in own {
+            match kinds.iter_mut().find(|g| g[0].1.kind == key.kind) {
+                Some(g) => g.push((i, key)),
+                None => kinds.push(vec![(i, key)]),
+            }
+        }
+        let loads = futures::future::join_all(kinds.into_iter().map(|group| async move {
+            let ks: Vec<&EntityKey> = group.iter().map(|(_, k)| *k).collect();
+            let results = self.load_many_and_fill(&ks).await;
+            group
+                .into_iter()
+                .zip(results)
+                .map(|((i, key), r)| (i, self.end_read(key, r, min_version)))
+                .collect::<Vec<_>>()
+        }));
+        let waits =
+            futures::future::join_all(joined.into_iter().map(|(i, key, rx)| async move {
+                (i, self.await_joined(key, rx, min_version).await)
+            }));
+        let (loaded, waited) = futures::future::join(loads, waits).await;
+        let mut out: Vec<Option<Result<(Entry, ReadOutcome), ReadError>>> =
+            (0..keys.len()).map(|_| None).collect();
+        for (i, r) in loaded.into_iter().flatten().chain(waited) {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .zip(keys)
+            .map(|(r, key)| r.unwrap_or_else(|| Err(ReadError::NotFound((*key).clone()))))
+            .collect()
+    }
+
+    /// Joins the load in flight for `key` (returns its receiver), or registers a new demand
+    /// load that the caller must run and finish with [`Prefetcher::end_read`] (returns `None`).
+    fn begin_read(
+        &self,
+        key: &EntityKey,
+    ) -> Option<oneshot::Receiver<Result<Option<Entry>, ReadError>>> {
+        let now = self.inner.clock.now();
+        let mut s = self.state();
+        s.planner.on_read();
+        let (flight, new) = s.planner.begin_demand(now, key);
+        if new {
+            s.waiters.insert(key.clone(), (flight.id, Vec::new()));
+            None
+        } else {
+            let (tx, rx) = oneshot::channel();
+            let entry = s
+                .waiters
+                .entry(key.clone())
+                .or_insert_with(|| (flight.id, Vec::new()));
+            entry.1.push(tx);
+            Some(rx)
+        }
+    }
+
+    /// Waits for the load `key` joined; falls back to a store read of its own when that load
+    /// fails or brings an older version than `min_version`.
+    async fn await_joined(
+        &self,
+        key: &EntityKey,
+        rx: oneshot::Receiver<Result<Option<Entry>, ReadError>>,
+        min_version: Version,
+    ) -> Result<(Entry, ReadOutcome), ReadError> {
+        if let Ok(Ok(Some(e))) = rx.await
+            && e.version >= min_version
+        {
+            self.inner.metrics.joined.fetch_add(1, Ordering::Relaxed);
+            return Ok((e, ReadOutcome::Joined));
+        }
+        // The shared load failed or brought an older version: read the store ourselves.
+        self.load_direct(key, min_version)
+            .await
+            .map(|e| (e, ReadOutcome::Miss))
+    }
+
+    /// Ends the demand load of `key` started by [`Prefetcher::begin_read`]: hands its result to
+    /// the readers that joined it, and turns it into this reader's answer.
+    fn end_read(
+        &self,
+        key: &EntityKey,
+        result: Result<Option<Entry>, ReadError>,
+        min_version: Version,
+    ) -> Result<(Entry, ReadOutcome), ReadError> {
         {
             let mut s = self.state();
             let load = s.waiters.get(key).map(|w| w.0);
@@ -494,7 +725,7 @@ impl Prefetcher {
                 }
             }
         }
-        m.misses.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.misses.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(Some(e)) if e.version >= min_version => Ok((e, ReadOutcome::Miss)),
             Ok(Some(e)) => Err(ReadError::VersionUnavailable {
@@ -560,6 +791,97 @@ impl Prefetcher {
         Ok(entry)
     }
 
+    /// Loads several entities of one kind with one store batch, and fills the cache with those
+    /// found (the writes go out together). The results are in the order of `keys`.
+    async fn load_many_and_fill(
+        &self,
+        keys: &[&EntityKey],
+    ) -> Vec<Result<Option<Entry>, ReadError>> {
+        let Some(first) = keys.first() else {
+            return Vec::new();
+        };
+        if keys.len() == 1 {
+            return vec![self.load_and_fill(first).await];
+        }
+        self.inner
+            .metrics
+            .store_loads
+            .fetch_add(1, Ordering::Relaxed);
+        let ids: Vec<SmolStr> = keys.iter().map(|k| k.id.clone()).collect();
+        let loaded = tokio::time::timeout(
+            self.inner.cfg.store_timeout,
+            self.inner.store.load_batch(&first.kind, &ids),
+        )
+        .await;
+        let entries = match loaded {
+            Err(_) => {
+                return keys
+                    .iter()
+                    .map(|k| Err(ReadError::Timeout((*k).clone())))
+                    .collect();
+            }
+            Ok(Err(e)) => {
+                return keys
+                    .iter()
+                    .map(|_| Err(ReadError::Store(e.clone())))
+                    .collect();
+            }
+            Ok(Ok(entries)) if entries.len() != keys.len() => {
+                let e = StoreError::Query(format!(
+                    "store returned {} rows for {} ids",
+                    entries.len(),
+                    keys.len()
+                ));
+                return keys
+                    .iter()
+                    .map(|_| Err(ReadError::Store(e.clone())))
+                    .collect();
+            }
+            Ok(Ok(entries)) => entries,
+        };
+        let ttl = self.inner.cfg.demand_ttl;
+        let cache = &self.inner.cache;
+        let puts = futures::future::join_all(keys.iter().zip(&entries).map(|(k, e)| async move {
+            match e {
+                Some(e) => Some(cache.put(k, e.clone(), ttl).await),
+                None => None,
+            }
+        }))
+        .await;
+        let expires = self.inner.clock.now().plus(ttl);
+        let mut failed = 0u64;
+        {
+            let mut s = self.state();
+            for ((k, e), put) in keys.iter().zip(&entries).zip(puts) {
+                match (e, put) {
+                    (Some(e), Some(Ok(_))) => self.track(
+                        &mut s,
+                        (*k).clone(),
+                        Tracked {
+                            version: e.version,
+                            expires,
+                            prefetched_unread: false,
+                        },
+                    ),
+                    (_, Some(Err(error))) => {
+                        failed += 1;
+                        if failed == 1 {
+                            tracing::warn!(message = "Cache fill failed.", %error, entity = %k);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if failed > 0 {
+            self.inner
+                .metrics
+                .cache_errors
+                .fetch_add(failed, Ordering::Relaxed);
+        }
+        entries.into_iter().map(Ok).collect()
+    }
+
     /// Issues the loads that are due now and waits for them to finish. [`Prefetcher::run`] calls
     /// this in a loop; tests call it directly.
     pub async fn tick(&self) {
@@ -592,9 +914,16 @@ impl Prefetcher {
         .unwrap_or_else(|_| Err(StoreError::Unavailable("timed out".into())));
         match result {
             Ok(entries) if entries.len() == batch.items.len() => {
-                for (item, entry) in batch.items.iter().zip(entries) {
-                    self.finish_item(item, Ok(entry)).await;
-                }
+                // The cache writes of a batch go out together (a multiplexed cache client
+                // pipelines them) rather than one round trip after another.
+                futures::future::join_all(
+                    batch
+                        .items
+                        .iter()
+                        .zip(entries)
+                        .map(|(item, entry)| self.finish_item(item, Ok(entry))),
+                )
+                .await;
             }
             Ok(entries) => {
                 let error = StoreError::Query(format!(
@@ -728,5 +1057,150 @@ impl Prefetcher {
     /// The clock's current time.
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: an unwrap that fails is a failed test
+
+    use std::collections::HashMap;
+
+    use async_trait::async_trait;
+    use prescient_cache_mem::MemCache;
+    use prescient_core::{Forecast, Mutation, SystemClock};
+
+    use super::*;
+
+    /// A store of fixed versions that counts its round trips.
+    #[derive(Debug, Default)]
+    struct Rows {
+        rows: HashMap<EntityKey, u64>,
+        calls: AtomicU64,
+    }
+
+    #[async_trait]
+    impl Store for Rows {
+        async fn load_batch(
+            &self,
+            kind: &str,
+            ids: &[SmolStr],
+        ) -> Result<Vec<Option<Entry>>, StoreError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Ok(ids
+                .iter()
+                .map(|id| {
+                    self.rows
+                        .get(&EntityKey::new(kind, id.clone()))
+                        .map(|v| Entry::new(Version(*v), "x"))
+                })
+                .collect())
+        }
+    }
+
+    #[derive(Debug)]
+    struct Nothing;
+
+    #[async_trait]
+    impl Predictor for Nothing {
+        fn name(&self) -> &str {
+            "nothing"
+        }
+        async fn predict(&self, _: PredictRequest<'_>) -> Result<Forecast, PredictError> {
+            Ok(Forecast::default())
+        }
+    }
+
+    fn prefetcher(rows: &[(&str, &str, u64)]) -> (Prefetcher, Arc<Rows>, Arc<MemCache>) {
+        let store = Arc::new(Rows {
+            rows: rows
+                .iter()
+                .map(|(k, i, v)| (EntityKey::new(*k, *i), *v))
+                .collect(),
+            calls: AtomicU64::new(0),
+        });
+        let cache = Arc::new(MemCache::new(100, Duration::from_secs(60)));
+        let pf = Prefetcher::new(
+            PrefetcherConfig::default(),
+            Arc::new(SystemClock),
+            Arc::new(Nothing),
+            cache.clone(),
+            store.clone(),
+        );
+        (pf, store, cache)
+    }
+
+    fn outcomes(rs: &[Result<(Entry, ReadOutcome), ReadError>]) -> Vec<&'static str> {
+        rs.iter()
+            .map(|r| match r {
+                Ok((_, o)) => o.as_str(),
+                Err(ReadError::NotFound(_)) => "not found",
+                Err(_) => "error",
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn get_many_loads_misses_in_one_batch_per_kind_then_hits() {
+        let (pf, store, _) = prefetcher(&[("a", "1", 1), ("a", "2", 2), ("b", "1", 1)]);
+        let keys = [
+            EntityKey::new("a", "1"),
+            EntityKey::new("b", "1"),
+            EntityKey::new("a", "2"),
+            EntityKey::new("a", "9"),
+        ];
+        let first = pf.get_many(&keys, Version::ZERO).await;
+        assert_eq!(outcomes(&first), ["miss", "miss", "miss", "not found"]);
+        assert_eq!(store.calls.load(Ordering::Relaxed), 2, "one batch per kind");
+        assert_eq!(first[2].as_ref().unwrap().0.version, Version(2));
+        let second = pf.get_many(&keys, Version::ZERO).await;
+        assert_eq!(outcomes(&second), ["hit", "hit", "hit", "not found"]);
+        assert_eq!(pf.metrics().hits.load(Ordering::Relaxed), 3);
+        // A version newer than the store has is refused, as `get` refuses it.
+        let newer = pf.get_many(&keys[..1], Version(5)).await;
+        assert!(matches!(
+            newer[0],
+            Err(ReadError::VersionUnavailable { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn get_many_with_a_repeated_key_loads_it_once() {
+        let (pf, store, _) = prefetcher(&[("a", "1", 1)]);
+        let keys = [EntityKey::new("a", "1"), EntityKey::new("a", "1")];
+        let rs = pf.get_many(&keys, Version::ZERO).await;
+        assert_eq!(outcomes(&rs), ["miss", "joined"]);
+        assert_eq!(store.calls.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn on_events_applies_the_highest_invalidation_of_the_batch() {
+        let (pf, _, cache) = prefetcher(&[("a", "1", 1)]);
+        let key = EntityKey::new("a", "1");
+        pf.get(&key, Version::ZERO).await.unwrap();
+        let write = |id: &str, v: u64| {
+            let mut e = Event::new(id, "write", pf.now());
+            e.mutations.push(Mutation {
+                kind: "a".into(),
+                id: "1".into(),
+                version: Version(v),
+            });
+            e
+        };
+        pf.on_events(&[write("e1", 3), write("e2", 2)]).await;
+        assert_eq!(pf.metrics().events.load(Ordering::Relaxed), 2);
+        assert_eq!(pf.metrics().invalidations.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.get(&key).await.unwrap(), None);
+        // The floor is 3: an older write is refused.
+        let put = cache
+            .put(&key, Entry::new(Version(2), "old"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            put,
+            prescient_core::PutOutcome::KeptNewer {
+                current: Version(3)
+            }
+        );
     }
 }
