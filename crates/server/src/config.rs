@@ -391,6 +391,10 @@ pub struct ServeConfig {
     pub max_backoff_ms: u64,
     /// Seconds to wait for in-flight loads at shutdown.
     pub shutdown_grace_secs: u64,
+    /// The most deliveries processed together: after waiting for one, the loop takes up to this
+    /// many that are already at hand, sends their invalidations at once, predicts them in order
+    /// and acks them (1: one event at a time).
+    pub batch: usize,
 }
 
 impl Default for ServeConfig {
@@ -399,6 +403,7 @@ impl Default for ServeConfig {
             event_time: EventTime::Arrival,
             max_backoff_ms: 5_000,
             shutdown_grace_secs: 10,
+            batch: 256,
         }
     }
 }

@@ -1,12 +1,13 @@
 //! The serve loop: consume the event source, prefetch, acknowledge.
 //!
-//! For each delivery: a malformed payload is dead-lettered with its reason (counted, logged,
-//! never blocking the stream); an event goes through [`Prefetcher::on_event`] and is acked after
-//! it returns. Delivery is at least once and processing is idempotent (invalidations carry
+//! Deliveries are taken in batches of those already at hand (up to `[serve] batch`). For each
+//! delivery: a malformed payload is dead-lettered with its reason (counted, logged, never
+//! blocking the stream); the events of a batch go through [`Prefetcher::on_events`] in delivery
+//! order and each is acked after it returns. Delivery is at least once and processing is idempotent (invalidations carry
 //! versions; prefetches are deduplicated), so a redelivered event is harmless.
 //!
 //! When the source fails, the loop retries with exponential backoff until it answers again.
-//! On shutdown it stops taking events, finishes the delivery in hand, stops the prefetch
+//! On shutdown it stops taking events, finishes the batch in hand, stops the prefetch
 //! scheduler and waits for loads in flight.
 
 use std::fmt;
@@ -16,7 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use prescient_core::{Cache, Clock, Event, EventSource, Predictor, Store, SystemClock};
+use futures::FutureExt;
+use prescient_core::{
+    Ack, Cache, Clock, Delivery, Event, EventSource, Predictor, Store, SystemClock,
+};
 use prescient_prefetch::Prefetcher;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -240,40 +244,82 @@ impl Service {
 
     /// Takes deliveries until shutdown or the end of the source; returns whether the source
     /// ended.
+    ///
+    /// Deliveries are taken in batches: after waiting for one, the loop also takes those that
+    /// are already at hand (up to `[serve] batch`) without waiting, and processes them together
+    /// (see [`Service::process`]). Batches are processed one after the other, in order.
     async fn consume(&mut self, shutdown: impl Future<Output = ()>) -> bool {
         tokio::pin!(shutdown);
         let base = Duration::from_millis(50);
         let max = self.cfg.serve.max_backoff();
+        let max_batch = self.cfg.serve.batch.max(1);
         let mut backoff = base;
+        let mut batch: Vec<Delivery> = Vec::with_capacity(max_batch);
         loop {
             let next = tokio::select! {
                 biased;
                 _ = &mut shutdown => return false,
                 n = self.source.next() => n,
             };
-            let delivery = match next {
+            let mut failure = None;
+            let mut ended = false;
+            match next {
                 Ok(Some(d)) => {
                     if !self.stats.source_up.swap(true, Ordering::Relaxed) {
                         info!(message = "Event source is back.");
                     }
                     backoff = base;
-                    d
+                    batch.push(d);
+                    // Take what is already at hand, without waiting (`next` is cancel safe).
+                    while batch.len() < max_batch {
+                        match self.source.next().now_or_never() {
+                            Some(Ok(Some(d))) => batch.push(d),
+                            Some(Ok(None)) => {
+                                ended = true;
+                                break;
+                            }
+                            Some(Err(error)) => {
+                                failure = Some(error);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
                 }
                 Ok(None) => return true,
-                Err(error) => {
-                    self.stats.source_errors.fetch_add(1, Ordering::Relaxed);
-                    self.stats.source_up.store(false, Ordering::Relaxed);
-                    warn!(message = "Event source failed; retrying.", %error, backoff_ms = backoff.as_millis() as u64);
-                    tokio::select! {
-                        biased;
-                        _ = &mut shutdown => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(max);
-                    continue;
+                Err(error) => failure = Some(error),
+            }
+            if !batch.is_empty() {
+                self.process(&mut batch).await;
+            }
+            if ended {
+                return true;
+            }
+            if let Some(error) = failure {
+                self.stats.source_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.source_up.store(false, Ordering::Relaxed);
+                warn!(message = "Event source failed; retrying.", %error, backoff_ms = backoff.as_millis() as u64);
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => return false,
+                    _ = tokio::time::sleep(backoff) => {}
                 }
-            };
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
+                backoff = (backoff * 2).min(max);
+            }
+        }
+    }
+
+    /// Processes a batch of deliveries (and empties it): dead-letters the malformed ones, runs
+    /// the events through [`Prefetcher::on_events`] in delivery order, then acks each event.
+    /// Every ack is sent after the prefetches of its event are scheduled, so delivery stays at
+    /// least once.
+    async fn process(&mut self, batch: &mut Vec<Delivery>) {
+        self.stats
+            .received
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut events = Vec::with_capacity(batch.len());
+        let mut acks = Vec::with_capacity(batch.len());
+        for delivery in batch.drain(..) {
             match delivery.payload {
                 Err(bad) => {
                     self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
@@ -287,18 +333,30 @@ impl Service {
                     if self.cfg.serve.event_time == EventTime::Arrival {
                         event.time = self.clock.now();
                     }
-                    self.prefetcher.on_event(&event).await;
-                    if let Some(hook) = &self.hook {
-                        hook(&event);
-                    }
-                    self.stats.processed.fetch_add(1, Ordering::Relaxed);
-                    if let Err(error) = delivery.ack.ack().await {
-                        self.stats.ack_errors.fetch_add(1, Ordering::Relaxed);
-                        warn!(message = "Ack failed; the broker will redeliver.", %error, event = %event.id);
-                    }
+                    events.push(event);
+                    acks.push(delivery.ack);
                 }
             }
         }
+        if events.is_empty() {
+            return;
+        }
+        self.prefetcher.on_events(&events).await;
+        if let Some(hook) = &self.hook {
+            for event in &events {
+                hook(event);
+            }
+        }
+        let results = futures::future::join_all(acks.into_iter().map(Ack::ack)).await;
+        for (result, event) in results.into_iter().zip(&events) {
+            if let Err(error) = result {
+                self.stats.ack_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(message = "Ack failed; the broker will redeliver.", %error, event = %event.id);
+            }
+        }
+        self.stats
+            .processed
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
     }
 }
 
