@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 use indicatif::ProgressBar;
-use prescient_core::{Cache, EntityKey, Event, Store, Version};
+use prescient_core::{Cache, EntityKey, Event, SmolStr, Store, Version};
 use prescient_prefetch::{Prefetcher, ReadOutcome};
 use prescient_server::{Config, Service};
 use serde::Serialize;
@@ -51,7 +51,7 @@ pub struct LiveArgs {
     /// Use only the first N events.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Reads the consumer runs at once (one task per event, up to this many).
+    /// Events whose entities the consumer reads at once (one read per event, up to this many).
     #[arg(long, default_value_t = 64)]
     pub consumer_concurrency: usize,
     /// Print the result as JSON.
@@ -60,20 +60,43 @@ pub struct LiveArgs {
 }
 
 /// One side of the comparison.
+///
+/// The consumer reads all the entities of an event together, in one call (one pipelined cache
+/// round trip, then the store for the misses): a *read* below is one such call, timed from
+/// the call to its answer.
 #[derive(Debug, Serialize)]
 pub struct Side {
-    /// Reads served from the cache / all reads.
+    /// Entities served from the cache / entities read.
     pub hit_ratio: f64,
     /// Store round trips.
     pub store_loads: u64,
-    /// Reads made.
+    /// Entities read.
+    pub entity_reads: u64,
+    /// Reads (calls) made: one per event.
     pub reads: u64,
     /// Median read latency.
     pub read_p50_ms: f64,
     /// 99th percentile read latency.
     pub read_p99_ms: f64,
-    /// 99th percentile read latency of hits only.
+    /// Median latency of reads whose entities were all in the cache.
+    pub hit_p50_ms: f64,
+    /// 99th percentile latency of reads whose entities were all in the cache.
     pub hit_p99_ms: f64,
+    /// Reads whose entities were all in the cache.
+    pub hit_reads: u64,
+}
+
+/// What the prefetcher did during the prescient run.
+#[derive(Debug, Serialize)]
+pub struct PrefetchCounts {
+    /// Entities predicted.
+    pub predictions: u64,
+    /// Prefetch loads issued (entities).
+    pub prefetches_issued: u64,
+    /// Prefetched entries read before they were replaced or expired.
+    pub prefetches_used: u64,
+    /// Prefetched entries dropped unread.
+    pub prefetches_wasted: u64,
 }
 
 /// The result.
@@ -89,18 +112,38 @@ pub struct LiveResult {
     pub prescient: Side,
     /// Cache-aside's side.
     pub cache_aside: Side,
+    /// The prefetcher's counters in the prescient run.
+    pub prefetch: PrefetchCounts,
+}
+
+/// One read: its latency, the entities read and how many came from the cache.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    ms: f64,
+    keys: u32,
+    hits: u32,
 }
 
 #[derive(Debug, Default)]
 struct Recorder {
-    lat: Mutex<Vec<(f64, bool)>>,
+    samples: Mutex<Vec<Sample>>,
 }
 
 impl Recorder {
+    fn record(&self, s: Sample) {
+        if let Ok(mut v) = self.samples.lock() {
+            v.push(s);
+        }
+    }
+
     fn side(&self, store_loads: u64) -> Side {
-        let lat = self.lat.lock().map(|l| l.clone()).unwrap_or_default();
-        let mut all: Vec<f64> = lat.iter().map(|(d, _)| *d).collect();
-        let mut hits: Vec<f64> = lat.iter().filter(|(_, h)| *h).map(|(d, _)| *d).collect();
+        let samples = self.samples.lock().map(|l| l.clone()).unwrap_or_default();
+        let mut all: Vec<f64> = samples.iter().map(|s| s.ms).collect();
+        let mut hits: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.hits == s.keys)
+            .map(|s| s.ms)
+            .collect();
         all.sort_by(f64::total_cmp);
         hits.sort_by(f64::total_cmp);
         let q = |v: &[f64], p: f64| {
@@ -110,25 +153,33 @@ impl Recorder {
                 v[((v.len() as f64 - 1.0) * p).round() as usize]
             }
         };
+        let keys: u64 = samples.iter().map(|s| u64::from(s.keys)).sum();
+        let hit_keys: u64 = samples.iter().map(|s| u64::from(s.hits)).sum();
         Side {
-            hit_ratio: if all.is_empty() {
+            hit_ratio: if keys == 0 {
                 0.0
             } else {
-                hits.len() as f64 / all.len() as f64
+                hit_keys as f64 / keys as f64
             },
             store_loads,
+            entity_reads: keys,
             reads: all.len() as u64,
             read_p50_ms: q(&all, 0.5),
             read_p99_ms: q(&all, 0.99),
+            hit_p50_ms: q(&hits, 0.5),
             hit_p99_ms: q(&hits, 0.99),
+            hit_reads: hits.len() as u64,
         }
     }
 }
 
-/// How the consumer reads an entity.
+/// How the consumer reads an event's entities.
 #[derive(Debug, Clone)]
 enum Reader {
+    /// Through the prefetcher's consumer API.
     Prescient(Prefetcher),
+    /// Plain cache-aside: the cache, then the store for the misses (one batch per kind), filling
+    /// the cache.
     CacheAside {
         cache: Arc<dyn Cache>,
         store: Arc<dyn Store>,
@@ -137,25 +188,56 @@ enum Reader {
 }
 
 impl Reader {
-    /// Reads `key`; returns whether it was a cache hit.
-    async fn read(&self, key: &EntityKey) -> bool {
+    /// Reads `keys`; returns how many were cache hits.
+    async fn read(&self, keys: &[EntityKey]) -> u32 {
         match self {
-            Reader::Prescient(p) => {
-                matches!(p.get(key, Version::ZERO).await, Ok((_, ReadOutcome::Hit)))
-            }
+            Reader::Prescient(p) => p
+                .get_many(keys, Version::ZERO)
+                .await
+                .iter()
+                .filter(|r| matches!(r, Ok((_, ReadOutcome::Hit))))
+                .count() as u32,
             Reader::CacheAside {
                 cache,
                 store,
                 loads,
             } => {
-                if let Ok(Some(_)) = cache.get(key).await {
-                    return true;
+                let cached = cache
+                    .get_many(keys)
+                    .await
+                    .unwrap_or_else(|_| vec![None; keys.len()]);
+                let missed: Vec<&EntityKey> = keys
+                    .iter()
+                    .zip(&cached)
+                    .filter(|(_, e)| e.is_none())
+                    .map(|(k, _)| k)
+                    .collect();
+                let hits = (keys.len() - missed.len()) as u32;
+                // Like the consumer API, load the misses with one store batch per kind.
+                let mut kinds: Vec<Vec<&EntityKey>> = Vec::new();
+                for key in missed {
+                    match kinds.iter_mut().find(|g| g[0].kind == key.kind) {
+                        Some(g) => g.push(key),
+                        None => kinds.push(vec![key]),
+                    }
                 }
-                loads.fetch_add(1, Ordering::Relaxed);
-                if let Ok(Some(e)) = store.load(key).await {
-                    let _ = cache.put(key, e, Duration::from_secs(3600)).await;
-                }
-                false
+                futures::future::join_all(kinds.into_iter().map(|group| async move {
+                    loads.fetch_add(1, Ordering::Relaxed);
+                    let ids: Vec<SmolStr> = group.iter().map(|k| k.id.clone()).collect();
+                    let Ok(entries) = store.load_batch(&group[0].kind, &ids).await else {
+                        return;
+                    };
+                    futures::future::join_all(group.into_iter().zip(entries).filter_map(
+                        |(key, e)| {
+                            e.map(|e| async move {
+                                let _ = cache.put(key, e, Duration::from_secs(3600)).await;
+                            })
+                        },
+                    ))
+                    .await;
+                }))
+                .await;
+                hits
             }
         }
     }
@@ -187,14 +269,17 @@ async fn consumer(
                     let Ok(event) = serde_json::from_slice::<Event>(&msg.payload) else {
                         return;
                     };
-                    for key in event.distinct_keys() {
-                        let t = Instant::now();
-                        let hit = reader.read(&key).await;
-                        let ms = t.elapsed().as_secs_f64() * 1e3;
-                        if let Ok(mut l) = rec.lat.lock() {
-                            l.push((ms, hit));
-                        }
+                    let keys = event.distinct_keys();
+                    if keys.is_empty() {
+                        return;
                     }
+                    let t = Instant::now();
+                    let hits = reader.read(&keys).await;
+                    rec.record(Sample {
+                        ms: t.elapsed().as_secs_f64() * 1e3,
+                        keys: keys.len() as u32,
+                        hits,
+                    });
                 }
             })
             .await;
@@ -232,8 +317,15 @@ fn live(args: LiveArgs) -> anyhow::Result<()> {
             ("cache-aside", &result.cache_aside),
         ] {
             println!(
-                "{name:>12}: hit ratio {:.3}, store loads {}, reads {}, read p50 {:.3} ms, p99 {:.3} ms, hit p99 {:.3} ms",
-                s.hit_ratio, s.store_loads, s.reads, s.read_p50_ms, s.read_p99_ms, s.hit_p99_ms
+                "{name:>12}: hit ratio {:.3}, store loads {}, reads {} ({} entities), read p50 {:.3} ms, p99 {:.3} ms, all-hit reads {} with p99 {:.3} ms",
+                s.hit_ratio,
+                s.store_loads,
+                s.reads,
+                s.entity_reads,
+                s.read_p50_ms,
+                s.read_p99_ms,
+                s.hit_reads,
+                s.hit_p99_ms
             );
         }
     }
@@ -342,12 +434,19 @@ enabled = false
     let _ = stop_tx.send(());
     let _ = serve.await;
     let snap = prefetcher.snapshot();
-    let store_loads = snap
-        .counters
-        .iter()
-        .find(|(k, _)| *k == "store_loads")
-        .map_or(0, |(_, v)| *v);
-    let prescient = rec_p.side(store_loads);
+    let counter = |name: &str| {
+        snap.counters
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map_or(0, |(_, v)| *v)
+    };
+    let prescient = rec_p.side(counter("store_loads"));
+    let prefetch = PrefetchCounts {
+        predictions: counter("predictions"),
+        prefetches_issued: counter("prefetches_issued"),
+        prefetches_used: counter("prefetches_used"),
+        prefetches_wasted: counter("prefetches_wasted"),
+    };
     eprintln!("prescient run done: consumer saw {seen} events");
 
     // 5. The same consumer with plain cache-aside on a fresh key prefix.
@@ -384,5 +483,6 @@ enabled = false
         publish_events_per_sec: n as f64 / pub_took.as_secs_f64().max(1e-9),
         prescient,
         cache_aside,
+        prefetch,
     })
 }
