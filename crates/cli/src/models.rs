@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use prescient_core::{Local, OnlineModel, Predictor};
 use prescient_predict::{
-    KeyConfig, KeyModel, RelationalConfig, RelationalModel, SimpleConfig, SimpleModel,
+    KeyConfig, KeyModel, PrescientModel, RelationalConfig, RelationalModel, ReuseConfig,
+    ReuseModel, SimpleConfig, SimpleModel,
 };
 
 /// The kinds of model.
@@ -16,6 +17,8 @@ pub enum ModelKind {
     Online,
     /// The baseline: bigram next types, same-entity re-reads.
     Simple,
+    /// Only the reuse-time part of the default model: refreshes timed to the data-age limit.
+    Reuse,
     /// The neural sequence model (GRU): trained on the learned events when first asked to
     /// predict, or loaded from an artifact directory written by `prescient train --model neural`.
     Neural,
@@ -40,15 +43,20 @@ pub fn build_model(
     snapshot: Option<&Path>,
 ) -> anyhow::Result<Box<dyn OnlineModel>> {
     match (kind, snapshot) {
-        (ModelKind::Online, None) => {
-            Ok(Box::new(RelationalModel::new(RelationalConfig::default())))
-        }
+        (ModelKind::Online, None) => Ok(Box::new(PrescientModel::default())),
         (ModelKind::Online, Some(path)) => {
             let bytes = std::fs::read(path)
                 .with_context(|| format!("reading model snapshot {}", path.display()))?;
             let model = RelationalModel::restore(&bytes)
                 .with_context(|| format!("loading model snapshot {}", path.display()))?;
-            Ok(Box::new(model))
+            Ok(Box::new(PrescientModel::new(model)))
+        }
+        (ModelKind::Reuse, None) => Ok(Box::new(ReuseModel::new(ReuseConfig::default()))),
+        (ModelKind::Reuse, Some(path)) => {
+            anyhow::bail!(
+                "the reuse model has no snapshots; {} cannot be loaded with --model reuse",
+                path.display()
+            )
         }
         (ModelKind::Simple, None) => Ok(Box::new(SimpleModel::new(SimpleConfig::default()))),
         (ModelKind::Keys, None) => Ok(Box::new(KeyModel::new(KeyConfig::default()))),
@@ -98,8 +106,18 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Builds the predictor, and says where it started from (`cold start` or the file).
     pub fn build(&self) -> anyhow::Result<(Box<dyn Predictor>, String)> {
+        self.build_with_max_age(Some(std::time::Duration::from_secs(3600)))
+    }
+
+    /// Builds the predictor for a cache whose entries may be at most `max_age` old (`None`:
+    /// no limit), and says where it started from.
+    pub fn build_with_max_age(
+        &self,
+        max_age: Option<std::time::Duration>,
+    ) -> anyhow::Result<(Box<dyn Predictor>, String)> {
         let (kind, file) = self.resolve()?;
-        let model = build_model(kind, file.as_deref())?;
+        let mut model = build_model(kind, file.as_deref())?;
+        model.set_max_age(max_age);
         let source = file.map_or_else(
             || "cold start".to_owned(),
             |p| format!("trained model {}", p.display()),

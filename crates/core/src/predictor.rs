@@ -99,6 +99,11 @@ pub trait OnlineModel: Send + fmt::Debug {
     fn observe(&mut self, event: &Event, mode: Observe);
     /// Predicts what follows `event`, given everything observed so far.
     fn forecast(&mut self, event: &Event) -> Forecast;
+    /// Tells the model the cache's data-age limit (`None`: entries never expire), so that it
+    /// can time refreshes to it. The default ignores it.
+    fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
+        let _ = max_age;
+    }
 }
 
 impl<M: OnlineModel + ?Sized> OnlineModel for Box<M> {
@@ -110,6 +115,9 @@ impl<M: OnlineModel + ?Sized> OnlineModel for Box<M> {
     }
     fn forecast(&mut self, event: &Event) -> Forecast {
         (**self).forecast(event)
+    }
+    fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
+        (**self).set_max_age(max_age)
     }
 }
 

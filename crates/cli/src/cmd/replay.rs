@@ -149,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if workload.events.is_empty() {
         anyhow::bail!("{log_name}: the log has no events to replay");
     }
-    let (predictor, model_source) = args.model.build()?;
+    let (predictor, model_source) = args.model.build_with_max_age(args.ttl.0)?;
     let opts = args.options(log_name, model_source)?;
     let report = replay_with_progress(&workload, &opts, predictor.as_ref());
     print_summary(&report);
