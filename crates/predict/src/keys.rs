@@ -10,10 +10,13 @@
 //!   hits and misses (`h`, `m`, halved when they grow). Every time its source anchor is read
 //!   again, the edge is tried: a hit if its target is read within the distance, a miss if not.
 //!   The confidence of an edge is the observed hit rate of all edges of that kind in the same
-//!   state, so it is calibrated and generalises to edges seen only once.
+//!   state, so it is calibrated and generalises to edges seen only once. With
+//!   [`KeyConfig::successor_chain`] the successors of each predicted successor are predicted
+//!   too, with the product of the confidences, to look further ahead than the next event.
 //! - **Sequential and strided runs** ([`Relation::Sequential`]). Where ids parse as integers, a
 //!   bounded table of streams (per entity kind) follows requests that start where an earlier
 //!   request ended (or inside the window already read ahead), or at a constant forward stride.
+//!   A sequential request may skip at most [`KeyConfig::skip_requests`] request lengths.
 //!   The model learns the probability that a stream continues, per stream state (its length so
 //!   far, strided or not, request size), and reads ahead chunk by chunk while the product of
 //!   continuation probabilities stays above [`KeyConfig::min_confidence`]: as a stream proves
@@ -58,8 +61,14 @@ pub struct KeyConfig {
     pub max_successors: usize,
     /// A successor must be read within this many events after its source.
     pub successor_distance: usize,
+    /// Whether the successors of predicted successors are predicted too (with the product of
+    /// the two confidences), to look one step further ahead.
+    pub successor_chain: bool,
     /// The most sequential or strided streams followed at once (all kinds together).
     pub max_streams: usize,
+    /// A request continues a sequential stream if it starts at most this many request lengths
+    /// after the stream's end (and inside the window read ahead).
+    pub skip_requests: u64,
     /// The most ids read ahead of a stream's last request.
     pub max_readahead: u64,
     /// The largest forward stride recognised between two requests of a stream.
@@ -82,12 +91,14 @@ impl Default for KeyConfig {
             max_keys: 1 << 18,
             max_successors: 4,
             successor_distance: 4,
-            max_streams: 128,
+            successor_chain: true,
+            max_streams: 16,
+            skip_requests: 1,
             max_readahead: 256,
             max_stride: 64,
             max_run: 256,
             min_confidence: 0.5,
-            window_events: 1024.0,
+            window_events: 1_000_000.0,
             max_kinds: 64,
             max_count: 4096.0,
         }
@@ -577,6 +588,7 @@ impl KeyModel {
     fn follow_streams(&mut self, now: Timestamp, learn: bool) {
         self.touched.clear();
         let cap = self.cfg.max_count;
+        let skip = self.cfg.skip_requests;
         for ai in 0..self.cur.len() {
             let Key::Num(kind, s) = self.cur[ai].key else {
                 continue;
@@ -591,7 +603,11 @@ impl KeyModel {
                 }
                 let ok = match st.mode {
                     Mode::Fresh | Mode::Seq => {
-                        s >= st.last_end && s <= st.last_end.max(st.emitted_to)
+                        s >= st.last_end
+                            && s <= st.last_end.max(st.emitted_to).min(
+                                st.last_end
+                                    .saturating_add(skip.saturating_mul(u64::from(st.len))),
+                            )
                     }
                     Mode::Stride(d) => s == st.last_start + d,
                 };
@@ -717,7 +733,37 @@ impl KeyModel {
         }
     }
 
+    fn emit_target(
+        out: &mut Vec<Prediction>,
+        kinds: &[KindState],
+        target: &Key,
+        len: u32,
+        max_run: u64,
+        w: Window,
+    ) {
+        let Some(kind) = kinds.get(usize::from(target.kind())) else {
+            return;
+        };
+        match target {
+            Key::Num(_, start) => {
+                Self::push_ids(out, &kind.name, *start, u64::from(len).min(max_run), w)
+            }
+            Key::Text(_, id) => out.push(Prediction {
+                entity: EntityKey {
+                    kind: kind.name.clone(),
+                    id: id.clone(),
+                },
+                confidence: w.confidence,
+                expected_at: w.expected_at,
+                latest: w.latest.max(w.expected_at),
+                event_type: None,
+                relation: w.relation,
+            }),
+        }
+    }
+
     fn forecast_successors(&self, now: Timestamp, latest: Timestamp, out: &mut Vec<Prediction>) {
+        let chain = self.cfg.successor_chain;
         for a in &self.cur {
             let Some(node) = self.nodes.get(&a.key) else {
                 continue;
@@ -735,6 +781,39 @@ impl KeyModel {
                     now.as_micros()
                         .saturating_add(ahead.clamp(0.0, 1e15) as i64),
                 );
+                if chain
+                    && let Some(next) = self.nodes.get(&e.target)
+                    && let Some(nks) = self.kinds.get(usize::from(e.target.kind()))
+                {
+                    for f in &next.edges {
+                        if f.target == a.key || f.target == e.target {
+                            continue;
+                        }
+                        let c2 = conf * nks.edges[edge_cell(f.hits, f.misses)].rate();
+                        if c2 < self.cfg.min_confidence {
+                            continue;
+                        }
+                        let ahead = f64::from(e.dist.saturating_add(f.dist).saturating_sub(1))
+                            * self.gap_us;
+                        let expected_at = Timestamp::from_micros(
+                            now.as_micros()
+                                .saturating_add(ahead.clamp(0.0, 1e15) as i64),
+                        );
+                        Self::emit_target(
+                            out,
+                            &self.kinds,
+                            &f.target,
+                            f.len,
+                            self.cfg.max_run,
+                            Window {
+                                confidence: c2,
+                                expected_at,
+                                latest,
+                                relation: Relation::Successor,
+                            },
+                        );
+                    }
+                }
                 match &e.target {
                     Key::Num(_, start) => Self::push_ids(
                         out,
@@ -1049,7 +1128,12 @@ mod tests {
         assert!(conf > 0.8, "{conf}");
         // Fillers that never repeat are not predicted.
         assert!(f.entities.iter().all(|p| p.confidence >= 0.5));
-        assert!(f.entities.len() <= 2, "{f:?}");
+        assert!(
+            f.entities
+                .iter()
+                .all(|p| p.entity.id.parse::<u64>().is_ok_and(|v| v < 90_000_000)),
+            "{f:?}"
+        );
     }
 
     #[test]
