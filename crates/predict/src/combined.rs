@@ -11,13 +11,54 @@
 //! Each sees every event. The forecast takes its next types from the relational model, and its
 //! entities from all three: an entity predicted by more than one keeps its most confident
 //! prediction.
+//!
+//! **Sources are checked against what happens.** A sample of each part's entity predictions is
+//! watched: a prediction comes true if its entity is touched before its window ends. A part
+//! whose watched predictions come true less than half of the time (after enough of them) stops
+//! contributing entities until its record recovers; it keeps being watched. So a part that
+//! does not fit a log (readahead over ids that are not sequential, say) costs no store load.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use prescient_core::{Event, Forecast, Observe, OnlineModel};
+use prescient_core::{EntityKey, Event, Forecast, Observe, OnlineModel, Prediction};
 use rustc_hash::FxHashMap;
 
 use crate::{KeyConfig, KeyModel, RelationalConfig, RelationalModel, ReuseConfig, ReuseModel};
+
+/// Parts whose entity predictions are watched: relational, reuse, keys.
+const PARTS: usize = 3;
+const PART_NAMES: [&str; PARTS] = ["relational", "reuse", "keys"];
+/// One prediction in this many is watched.
+const WATCH_EVERY: u64 = 8;
+/// At most this many predictions are watched at once.
+const MAX_WATCHED: usize = 200_000;
+/// A part is judged once this many (decayed) watched predictions have resolved.
+const MIN_RESOLVED: f32 = 100.0;
+/// Watched counts halve beyond this, so that the record follows drift.
+const MAX_RESOLVED: f32 = 5_000.0;
+/// A part contributes while at least this share of its watched predictions come true.
+const MIN_SHARE: f32 = 0.5;
+/// How long a prediction without a data-age window is watched past its expected time.
+const DEFAULT_WATCH: Duration = Duration::from_secs(3600);
+
+/// The record of one part's watched predictions (of entities not read within the data-age
+/// window, whose prefetch would be a store load).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PartRecord {
+    /// Watched predictions resolved (decayed).
+    pub resolved: f32,
+    /// Of those, the ones that came true.
+    pub came_true: f32,
+}
+
+impl PartRecord {
+    /// Whether the part's entity predictions are used.
+    pub fn trusted(&self) -> bool {
+        self.resolved < MIN_RESOLVED || self.came_true >= MIN_SHARE * self.resolved
+    }
+}
 
 /// The default model (`online`). See the [module documentation](self).
 #[derive(Debug)]
@@ -25,6 +66,12 @@ pub struct PrescientModel {
     relational: RelationalModel,
     reuse: ReuseModel,
     keys: KeyModel,
+    records: [PartRecord; PARTS],
+    watched: FxHashMap<EntityKey, (usize, i64)>,
+    deadlines: BinaryHeap<Reverse<(i64, EntityKey)>>,
+    watch_span_us: i64,
+    seen: u64,
+    now: i64,
 }
 
 impl Default for PrescientModel {
@@ -40,6 +87,83 @@ impl PrescientModel {
             relational,
             reuse: ReuseModel::new(ReuseConfig::default()),
             keys: KeyModel::new(KeyConfig::default()),
+            records: [PartRecord::default(); PARTS],
+            watched: FxHashMap::default(),
+            deadlines: BinaryHeap::new(),
+            watch_span_us: DEFAULT_WATCH.as_micros() as i64,
+            seen: 0,
+            now: i64::MIN,
+        }
+    }
+
+    /// How each part's watched predictions fared, by part name.
+    pub fn records(&self) -> impl Iterator<Item = (&'static str, PartRecord)> + '_ {
+        PART_NAMES.iter().copied().zip(self.records.iter().copied())
+    }
+
+    fn record(&mut self, part: usize, came_true: bool) {
+        let r = &mut self.records[part];
+        r.resolved += 1.0;
+        r.came_true += f32::from(u8::from(came_true));
+        if r.resolved > MAX_RESOLVED {
+            r.resolved *= 0.5;
+            r.came_true *= 0.5;
+        }
+    }
+
+    /// Watches a sample of `preds` from `part`.
+    fn watch(&mut self, part: usize, preds: &[Prediction]) {
+        for p in preds {
+            self.seen += 1;
+            if !self.seen.is_multiple_of(WATCH_EVERY) || self.watched.len() >= MAX_WATCHED {
+                continue;
+            }
+            // An entity read within the data-age window is likely cached: a prefetch of it
+            // would be skipped, so its prediction says nothing about wasted loads.
+            if self.watched.contains_key(&p.entity)
+                || self.reuse.read_within_window(&p.entity, self.now)
+            {
+                continue;
+            }
+            let end = p
+                .latest
+                .as_micros()
+                .min(p.expected_at.as_micros().saturating_add(self.watch_span_us));
+            self.watched.insert(p.entity.clone(), (part, end));
+            self.deadlines.push(Reverse((end, p.entity.clone())));
+        }
+    }
+
+    /// Resolves watched predictions: the event's entities came true, and those past their
+    /// window did not.
+    fn resolve(&mut self, event: &Event) {
+        let t = event.time.as_micros();
+        self.now = self.now.max(t);
+        if self.watched.is_empty() {
+            return;
+        }
+        for r in &event.entities {
+            let key = r.key();
+            if let Some(&(part, end)) = self.watched.get(&key)
+                && t <= end
+            {
+                self.watched.remove(&key);
+                self.record(part, true);
+            }
+        }
+        while let Some(Reverse((end, _))) = self.deadlines.peek() {
+            if *end >= self.now {
+                break;
+            }
+            let Some(Reverse((end, key))) = self.deadlines.pop() else {
+                break;
+            };
+            if let Some(&(part, e)) = self.watched.get(&key)
+                && e == end
+            {
+                self.watched.remove(&key);
+                self.record(part, false);
+            }
         }
     }
 
@@ -65,6 +189,7 @@ impl OnlineModel for PrescientModel {
     }
 
     fn observe(&mut self, event: &Event, mode: Observe) {
+        self.resolve(event);
         self.relational.observe(event, mode);
         self.reuse.observe(event, mode);
         self.keys.observe(event, mode);
@@ -73,6 +198,18 @@ impl OnlineModel for PrescientModel {
     fn forecast(&mut self, event: &Event) -> Forecast {
         let mut f = self.relational.forecast(event);
         let more = [self.reuse.forecast(event), self.keys.forecast(event)];
+        self.watch(0, &f.entities);
+        self.watch(1, &more[0].entities);
+        self.watch(2, &more[1].entities);
+        if !self.records[0].trusted() {
+            f.entities.clear();
+        }
+        let more: Vec<Forecast> = more
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| self.records[i + 1].trusted())
+            .map(|(_, m)| m)
+            .collect();
         if more.iter().all(|m| m.entities.is_empty()) {
             return f;
         }
@@ -101,6 +238,8 @@ impl OnlineModel for PrescientModel {
     }
 
     fn set_max_age(&mut self, max_age: Option<Duration>) {
+        self.watch_span_us =
+            i64::try_from(max_age.unwrap_or(DEFAULT_WATCH).as_micros()).unwrap_or(i64::MAX);
         self.reuse.set_window(max_age);
         self.relational.set_max_age(max_age);
         self.keys.set_max_age(max_age);

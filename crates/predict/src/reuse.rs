@@ -121,7 +121,17 @@ pub struct ReuseModel {
     due: BinaryHeap<Reverse<(i64, i64, EntityKey)>>,
     now: i64,
     feats: [usize; NUM_FEATURES],
+    /// Reliability of the raw probability per kind (hashed into slots) and tenth of the unit
+    /// interval: `[windows, windows that held the read]`, decayed.
+    calibration: Vec<[[f32; 2]; CAL_BINS]>,
 }
+
+const CAL_BINS: usize = 10;
+const CAL_KINDS: usize = 64;
+/// Windows of a reliability cell beyond which its counts halve (it follows drift).
+const CAL_MAX: f32 = 20_000.0;
+/// Windows a cell needs before it replaces the raw probability.
+const CAL_MIN: f32 = 50.0;
 
 fn mix(a: u64, b: u64) -> u64 {
     let x = (a ^ b.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -159,6 +169,7 @@ impl ReuseModel {
             due: BinaryHeap::new(),
             now: i64::MIN,
             feats: [0; NUM_FEATURES],
+            calibration: vec![[[0.0; 2]; CAL_BINS]; CAL_KINDS],
             cfg,
         }
     }
@@ -166,6 +177,15 @@ impl ReuseModel {
     /// The settings.
     pub fn config(&self) -> &ReuseConfig {
         &self.cfg
+    }
+
+    /// Whether `key` was read less than one window before `now` (its copy may still be cached).
+    pub fn read_within_window(&self, key: &EntityKey, now: i64) -> bool {
+        self.window_us > 0
+            && self
+                .entities
+                .get(key)
+                .is_some_and(|s| now.saturating_sub(s.last) < self.window_us)
     }
 
     /// Entities tracked now.
@@ -219,7 +239,10 @@ impl ReuseModel {
             },
             mix(mix(mix(13, k), st.prev_ty), coarse),
             mix(mix(mix(14, k), last_hod), u64::from(j.min(72))),
-            mix(mix(mix(15, k), log_bucket(st.gap.saturating_add(1))), coarse),
+            mix(
+                mix(mix(15, k), log_bucket(st.gap.saturating_add(1))),
+                coarse,
+            ),
             mix(mix(mix(16, k), st.ty), (dow << 3) | (hod / 3)),
         ];
         for (f, h) in self.feats.iter_mut().zip(raw) {
@@ -231,10 +254,40 @@ impl ReuseModel {
         sigmoid(PRIOR + self.feats.iter().map(|&i| self.weights[i][0]).sum::<f32>())
     }
 
+    fn cal_cell(kind: u64, p: f32) -> (usize, usize) {
+        let bin = ((p * CAL_BINS as f32) as usize).min(CAL_BINS - 1);
+        ((kind as usize) % CAL_KINDS, bin)
+    }
+
+    /// The raw probability `p` of a window of `kind`, calibrated by what windows of that kind
+    /// and raw probability turned out to hold.
+    fn calibrated(&self, kind: u64, p: f32) -> f32 {
+        let (k, b) = Self::cal_cell(kind, p);
+        let [n, hits] = self.calibration[k][b];
+        if n < CAL_MIN {
+            p
+        } else {
+            // Shrink towards the raw probability with the weight of a few windows.
+            (hits + 10.0 * p) / (n + 10.0)
+        }
+    }
+
     fn learn(&mut self, st: &EntityState, j: u32, read: bool) {
         let start = self.start_of(st.last, j);
         self.features(st, j, start);
-        let g = self.score() - if read { 1.0 } else { 0.0 };
+        let p = self.score();
+        let y = if read { 1.0 } else { 0.0 };
+        if p >= 0.1 {
+            let (k, b) = Self::cal_cell(st.kind, p);
+            let cell = &mut self.calibration[k][b];
+            cell[0] += 1.0;
+            cell[1] += y;
+            if cell[0] > CAL_MAX {
+                cell[0] *= 0.5;
+                cell[1] *= 0.5;
+            }
+        }
+        let g = p - y;
         let lr = self.cfg.learning_rate;
         for &i in &self.feats {
             let w = &mut self.weights[i];
@@ -359,6 +412,7 @@ impl OnlineModel for ReuseModel {
             let end = start.saturating_add(self.window_us);
             if end > now {
                 let p = self.probability(&st, j);
+                let p = self.calibrated(st.kind, p);
                 if p >= self.cfg.min_confidence {
                     f.entities.push(Prediction {
                         entity: key.clone(),

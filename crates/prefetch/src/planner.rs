@@ -6,7 +6,11 @@
 //! the same decisions, so a replay measures the code that production runs.
 //!
 //! What it decides:
-//! - **Threshold.** Predictions below the confidence threshold are dropped.
+//! - **Threshold.** Predictions below the confidence threshold are dropped. With a target
+//!   precision, the threshold is learned online: the driver reports each prefetch that served a
+//!   read ([`Planner::on_prefetch_used`]), and the threshold rises while the recent share of used
+//!   prefetches is below the target and falls while it is above, within bounds. A wasted
+//!   prefetch is load on the store; a useful one saves a miss.
 //! - **Just in time.** A read expected at `t` is loaded at `t - lead`, not now.
 //! - **One plan per entity.** A newer prediction for an entity replaces the pending one.
 //! - **Skips.** At load time, entities cached with a current entry that is still usable at the
@@ -52,8 +56,12 @@ impl PlanKey for EntityKey {
 /// Planner settings. See the module docs for what each one does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannerConfig {
-    /// The least confidence worth a prefetch.
+    /// The least confidence worth a prefetch (the starting point when it is learned).
     pub threshold: f32,
+    /// Learn the threshold so that about this share of prefetches is used; `None` keeps it fixed.
+    pub target_precision: Option<f32>,
+    /// The bounds of a learned threshold.
+    pub threshold_bounds: (f32, f32),
     /// How long before the expected read a prefetch is loaded.
     pub lead: Duration,
     /// Due loads up to this far in the future are issued together, to fill batches.
@@ -84,6 +92,8 @@ impl Default for PlannerConfig {
     fn default() -> Self {
         PlannerConfig {
             threshold: 0.5,
+            target_precision: Some(0.5),
+            threshold_bounds: (0.3, 0.95),
             lead: Duration::from_millis(20),
             batch_window: Duration::from_millis(5),
             horizon: Duration::from_secs(7 * 24 * 3600),
@@ -256,7 +266,17 @@ pub struct Planner<K: PlanKey> {
     budget: Budget,
     rng: SmallRng,
     stats: PlannerStats,
+    threshold: f32,
+    /// Recent prefetches issued and used, decayed.
+    recent_issued: f32,
+    recent_used: f32,
 }
+
+/// How fast the recent counts of issued and used prefetches forget (per prefetch issued).
+const PRECISION_DECAY: f32 = 1.0 - 1.0 / 1024.0;
+/// The threshold moves by this much per adjustment, one adjustment per this many prefetches.
+const THRESHOLD_STEP: f32 = 0.01;
+const ADJUST_EVERY: u64 = 32;
 
 impl<K: PlanKey> Planner<K> {
     /// A planner with no plans.
@@ -264,7 +284,6 @@ impl<K: PlanKey> Planner<K> {
         let budget = Budget::new(cfg.budget);
         let rng = SmallRng::seed_from_u64(cfg.seed);
         Planner {
-            cfg,
             seq: 0,
             pending: FxHashMap::default(),
             timeline: BinaryHeap::new(),
@@ -275,6 +294,10 @@ impl<K: PlanKey> Planner<K> {
             budget,
             rng,
             stats: PlannerStats::default(),
+            threshold: cfg.threshold,
+            recent_issued: 0.0,
+            recent_used: 0.0,
+            cfg,
         }
     }
 
@@ -286,6 +309,37 @@ impl<K: PlanKey> Planner<K> {
     /// What the planner has done so far.
     pub fn stats(&self) -> &PlannerStats {
         &self.stats
+    }
+
+    /// The confidence threshold in force (learned, if the settings have a target precision).
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// A prefetched entry served a read that would otherwise have missed.
+    pub fn on_prefetch_used(&mut self) {
+        self.recent_used += 1.0;
+    }
+
+    fn adapt_threshold(&mut self) {
+        self.recent_issued = self.recent_issued * PRECISION_DECAY + 1.0;
+        self.recent_used *= PRECISION_DECAY;
+        let Some(target) = self.cfg.target_precision else {
+            return;
+        };
+        if !self.stats.issued.is_multiple_of(ADJUST_EVERY)
+            || self.recent_issued < 2.0 * ADJUST_EVERY as f32
+        {
+            return;
+        }
+        let precision = self.recent_used / self.recent_issued;
+        let (lo, hi) = self.cfg.threshold_bounds;
+        let step = if precision < target {
+            THRESHOLD_STEP
+        } else {
+            -THRESHOLD_STEP
+        };
+        self.threshold = (self.threshold + step).clamp(lo.min(hi), hi.max(lo));
     }
 
     /// Plans waiting to be loaded.
@@ -301,7 +355,7 @@ impl<K: PlanKey> Planner<K> {
     /// Offers a prediction made at `now`.
     pub fn offer(&mut self, now: Timestamp, offer: Offer<K>) {
         self.stats.offered += 1;
-        if offer.confidence < self.cfg.threshold || offer.confidence.is_nan() {
+        if offer.confidence < self.threshold || offer.confidence.is_nan() {
             self.stats.below_threshold += 1;
             return;
         }
@@ -483,6 +537,7 @@ impl<K: PlanKey> Planner<K> {
             );
             self.prefetches_in_flight += 1;
             self.stats.issued += 1;
+            self.adapt_threshold();
             let item = BatchItem {
                 key: r.key,
                 load,
@@ -637,6 +692,37 @@ mod tests {
         assert_eq!(p.next_due(), Some(ms(90)));
         assert!(p.poll(ms(89), &mut |_, _| false).is_empty());
         assert_eq!(keys(&p.poll(ms(90), &mut |_, _| false)), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn learned_threshold_follows_usefulness() {
+        // Every prefetch wasted: the threshold climbs to its upper bound.
+        let run = |used: bool| {
+            let mut p = Planner::new(PlannerConfig {
+                threshold: 0.5,
+                target_precision: Some(0.5),
+                threshold_bounds: (0.3, 0.9),
+                max_in_flight: 1_000_000,
+                ..cfg()
+            });
+            for i in 0..5_000u32 {
+                p.on_read();
+                p.on_read();
+                p.offer(ms(i64::from(i)), offer((0, i), 0.95, i64::from(i) + 20));
+                let batches = p.poll(ms(i64::from(i) + 20), &mut |_, _| false);
+                for b in batches {
+                    for item in b.items {
+                        p.complete(ms(i64::from(i) + 22), &item, Ok(()));
+                        if used {
+                            p.on_prefetch_used();
+                        }
+                    }
+                }
+            }
+            p.threshold()
+        };
+        assert!((run(false) - 0.9).abs() < 1e-3, "wasted: {}", run(false));
+        assert!((run(true) - 0.3).abs() < 1e-3, "used: {}", run(true));
     }
 
     #[test]

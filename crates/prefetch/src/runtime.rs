@@ -594,6 +594,7 @@ impl Prefetcher {
         {
             t.prefetched_unread = false;
             m.prefetches_used.fetch_add(1, Ordering::Relaxed);
+            s.planner.on_prefetch_used();
         }
     }
 

@@ -346,6 +346,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                     if tag.active && !tag.counted && tag.prev_valid_until <= t {
                         tag.counted = true;
                         self.stats.useful_prefetches += 1;
+                        p.planner.on_prefetch_used();
                     }
                 }
                 continue;
@@ -359,6 +360,9 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                 if f.prefetch && !f.useful {
                     f.useful = true;
                     self.stats.useful_prefetches += 1;
+                    if let Some(p) = &mut self.prescient {
+                        p.planner.on_prefetch_used();
+                    }
                 }
                 continue;
             }

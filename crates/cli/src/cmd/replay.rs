@@ -60,9 +60,15 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     pub payload_bytes: usize,
 
-    /// Least confidence worth a prefetch.
+    /// Least confidence worth a prefetch. With `--target-precision` (the default) this is only
+    /// where the learned threshold starts.
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f32,
+
+    /// Learn the confidence threshold online so that about this share of prefetches is used
+    /// (`none`: keep `--threshold` fixed).
+    #[arg(long, default_value = "0.5", value_name = "SHARE|none")]
+    pub target_precision: String,
 
     /// How long before the expected read a prefetch is loaded (default: twice the store latency).
     #[arg(long, value_parser = parse_duration)]
@@ -97,6 +103,19 @@ fn parse_capacity(s: &str) -> Result<Capacity, String> {
     s.parse()
 }
 
+/// Parses a share in `[0, 1]`, or `none`.
+fn parse_share(s: &str) -> Result<Option<f32>, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(Some(v)),
+        _ => Err(format!(
+            "expected a share between 0 and 1, or `none`; got {s:?}"
+        )),
+    }
+}
+
 impl Args {
     /// The replay options these arguments describe.
     pub fn options(&self, log_name: String, model_source: String) -> anyhow::Result<ReplayOptions> {
@@ -114,6 +133,8 @@ impl Args {
         }
         let planner = PlannerConfig {
             threshold: self.threshold,
+            target_precision: parse_share(&self.target_precision)
+                .map_err(|e| anyhow::anyhow!("--target-precision: {e}"))?,
             lead: self.lead.unwrap_or(self.db_latency * 2),
             batch_window: Duration::ZERO,
             max_ttl: self.ttl.0.unwrap_or(Duration::from_secs(365 * 86_400)),
