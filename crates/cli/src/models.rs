@@ -1,4 +1,4 @@
-//! Choosing and building the predictor: `--model online|simple|keys|FILE` (and, with the neural
+//! Choosing and building the predictor: `--model online|simple|reuse|keys|FILE` (and, with the neural
 //! crate, `neural` and `ensemble`).
 
 use std::path::{Path, PathBuf};
@@ -97,7 +97,7 @@ pub fn build_model(
 /// `--model`: a model kind, or the path of a trained model.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// The predictor: `online` (default), `simple`, `keys`, or the path of a model written by
+    /// The predictor: `online` (default), `simple`, `reuse`, `keys`, or the path of a model written by
     /// `prescient train` (the run then starts from it instead of cold).
     #[arg(long = "model", default_value = "online", value_name = "KIND|FILE")]
     pub model: String,
