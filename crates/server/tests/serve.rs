@@ -247,10 +247,16 @@ async fn embedded_file_memory_sqlite_serves_the_log() {
 async fn every_event_is_processed_across_a_restart_mid_stream() {
     let id = run_id();
     let table = format!("prescient_test_{id}");
-    let n = 400;
+    // Enough events, taken one at a time, that the stop lands mid-stream however fast `serve` is.
+    let n = 2000;
     let evs = events(n);
     let Some(sink) = setup(&id, &table, &evs).await else {
         return;
+    };
+    let config = || {
+        let mut c = nats_pg_config(&id, &table, false);
+        c.serve.batch = 1;
+        c
     };
     for e in &evs {
         sink.publish(e).await.unwrap();
@@ -265,7 +271,7 @@ async fn every_event_is_processed_across_a_restart_mid_stream() {
     };
 
     // First run: stopped (gracefully) after some of the events.
-    let svc = Service::build(nats_pg_config(&id, &table, false))
+    let svc = Service::build(config())
         .await
         .unwrap()
         .with_hook(hook.clone());
@@ -287,10 +293,7 @@ async fn every_event_is_processed_across_a_restart_mid_stream() {
     );
 
     // Second run, same durable consumer: picks up the rest.
-    let svc = Service::build(nats_pg_config(&id, &table, false))
-        .await
-        .unwrap()
-        .with_hook(hook);
+    let svc = Service::build(config()).await.unwrap().with_hook(hook);
     let p = svc.prefetcher();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let second = tokio::spawn(svc.run(async move {
