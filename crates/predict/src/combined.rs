@@ -118,11 +118,9 @@ impl PrescientModel {
             if !self.seen.is_multiple_of(WATCH_EVERY) || self.watched.len() >= MAX_WATCHED {
                 continue;
             }
-            // An entity read within the data-age window is likely cached: a prefetch of it
+            // An entity whose copy is likely cached and fresh: a prefetch of it
             // would be skipped, so its prediction says nothing about wasted loads.
-            if self.watched.contains_key(&p.entity)
-                || self.reuse.read_within_window(&p.entity, self.now)
-            {
+            if self.watched.contains_key(&p.entity) || self.reuse.copy_fresh(&p.entity, self.now) {
                 continue;
             }
             let end = p

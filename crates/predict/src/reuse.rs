@@ -66,6 +66,10 @@ impl Default for ReuseConfig {
 /// filled (after the store's latency) has expired when the prefetch is due.
 const MARGIN_US: i64 = 1_000_000;
 const NUM_FEATURES: usize = 16;
+/// A window predicted at least this likely to hold a read is assumed refreshed by the
+/// prefetcher (the planner's default threshold), so that a read in it finds a copy filled at
+/// its start.
+const REFRESH_ASSUMED: f32 = 0.5;
 /// The log-odds before anything is learned: a window picked at random rarely holds a read.
 const PRIOR: f32 = -3.0;
 
@@ -74,12 +78,17 @@ struct EntityState {
     kind: u64,
     id: u64,
     last: i64,
+    /// When the copy the cache is assumed to hold was filled: the read that missed, or the
+    /// start of the window whose refresh was predicted. Windows follow its expiry.
+    fill: i64,
+    /// The window (after `fill`) last predicted with enough confidence to be refreshed; 0: none.
+    refreshed: u32,
     ty: u64,
     prev_ty: u64,
     reads: u32,
     /// Windows between the previous read and `last`.
     gap: u32,
-    /// Windows `1..=learned` after `last` have been learned from (as negatives) already.
+    /// Windows `1..=learned` after `fill` have been learned from (as negatives) already.
     learned: u32,
     /// The entity has an entry in the heap of windows.
     scheduled: bool,
@@ -117,7 +126,7 @@ pub struct ReuseModel {
     weights: Vec<[f32; 2]>,
     mask: u64,
     entities: FxHashMap<EntityKey, EntityState>,
-    /// Windows to predict, `(start, last read, key)`, earliest first; at most one per entity.
+    /// Windows to predict, `(start, fill, key)`, earliest first; at most one per entity and fill.
     due: BinaryHeap<Reverse<(i64, i64, EntityKey)>>,
     now: i64,
     feats: [usize; NUM_FEATURES],
@@ -179,13 +188,14 @@ impl ReuseModel {
         &self.cfg
     }
 
-    /// Whether `key` was read less than one window before `now` (its copy may still be cached).
-    pub fn read_within_window(&self, key: &EntityKey, now: i64) -> bool {
+    /// Whether `key`'s cached copy is assumed fresh at `now`: filled (by a read that missed, or
+    /// by a predicted refresh) less than one window before.
+    pub fn copy_fresh(&self, key: &EntityKey, now: i64) -> bool {
         self.window_us > 0
-            && self
-                .entities
-                .get(key)
-                .is_some_and(|s| now.saturating_sub(s.last) < self.window_us)
+            && self.entities.get(key).is_some_and(|s| {
+                now < self.start_of(s.fill, 1)
+                    || (s.refreshed != 0 && self.window_of(s.fill, now) == s.refreshed)
+            })
     }
 
     /// Entities tracked now.
@@ -204,9 +214,19 @@ impl ReuseModel {
         }
     }
 
-    fn start_of(&self, last: i64, j: u32) -> i64 {
-        last.saturating_add(self.window_us.saturating_mul(i64::from(j)))
+    /// The start of window `j` after a copy filled at `fill`.
+    fn start_of(&self, fill: i64, j: u32) -> i64 {
+        fill.saturating_add(self.window_us.saturating_mul(i64::from(j)))
             .saturating_add(MARGIN_US)
+    }
+
+    /// The window (after a copy filled at `fill`) that holds `t`; 0 while the copy is fresh.
+    fn window_of(&self, fill: i64, t: i64) -> u32 {
+        let since = t.saturating_sub(fill).saturating_sub(MARGIN_US);
+        if since < 0 {
+            return 0;
+        }
+        u32::try_from(since / self.window_us.max(1)).unwrap_or(u32::MAX)
     }
 
     fn features(&mut self, st: &EntityState, j: u32, start: i64) {
@@ -273,7 +293,7 @@ impl ReuseModel {
     }
 
     fn learn(&mut self, st: &EntityState, j: u32, read: bool) {
-        let start = self.start_of(st.last, j);
+        let start = self.start_of(st.fill, j);
         self.features(st, j, start);
         let p = self.score();
         let y = if read { 1.0 } else { 0.0 };
@@ -298,7 +318,7 @@ impl ReuseModel {
 
     /// The probability that `st`'s next read falls in its window `j`, given none before.
     fn probability(&mut self, st: &EntityState, j: u32) -> f32 {
-        let start = self.start_of(st.last, j);
+        let start = self.start_of(st.fill, j);
         self.features(st, j, start);
         self.score()
     }
@@ -340,10 +360,10 @@ impl OnlineModel for ReuseModel {
             if let Some(st) = prev
                 && mode == Observe::Learn
             {
-                // The windows between the previous read and this one: negatives, then the
+                // The windows between the copy's expiry and this read: negatives, then the
                 // positive that holds this read.
                 for j in st.learned + 1..=self.cfg.max_windows {
-                    let start = self.start_of(st.last, j);
+                    let start = self.start_of(st.fill, j);
                     if t < start {
                         break;
                     }
@@ -351,22 +371,38 @@ impl OnlineModel for ReuseModel {
                 }
             }
             let scheduled = prev.is_some_and(|s| s.scheduled);
+            // The copy this read finds: still fresh (a hit), refreshed at the start of this
+            // read's window (when that refresh was predicted), or expired (the read fills it).
+            let (fill, learned, refreshed) = match prev {
+                Some(s) if t < self.start_of(s.fill, 1) => (s.fill, s.learned, s.refreshed),
+                Some(s) => {
+                    let j = self.window_of(s.fill, t);
+                    if s.refreshed != 0 && s.refreshed == j {
+                        (self.start_of(s.fill, j), 0, 0)
+                    } else {
+                        (t, 0, 0)
+                    }
+                }
+                None => (t, 0, 0),
+            };
             let st = EntityState {
                 kind: prev.map_or_else(|| hash_str(&r.kind), |s| s.kind),
                 id: prev.map_or_else(|| mix(hash_str(&r.kind), hash_str(&r.id)), |s| s.id),
                 last: t,
+                fill,
+                refreshed,
                 ty,
                 prev_ty: prev.map_or(0, |s| s.ty),
                 reads: prev.map_or(1, |s| s.reads.saturating_add(1)),
                 gap: prev.map_or(u32::MAX - 1, |s| {
                     u32::try_from((t - s.last) / self.window_us).unwrap_or(u32::MAX - 1)
                 }),
-                learned: 0,
+                learned,
                 scheduled: true,
             };
-            if !scheduled {
+            if !scheduled || prev.is_some_and(|s| s.fill != fill) {
                 self.due
-                    .push(Reverse((self.start_of(t, 1), t, key.clone())));
+                    .push(Reverse((self.start_of(fill, 1), fill, key.clone())));
             }
             self.entities.insert(key, st);
         }
@@ -386,23 +422,21 @@ impl OnlineModel for ReuseModel {
             if *start > horizon {
                 break;
             }
-            let Some(Reverse((start, last, key))) = self.due.pop() else {
+            let Some(Reverse((start, fill, key))) = self.due.pop() else {
                 break;
             };
             let Some(mut st) = self.entities.get(&key).copied() else {
                 continue;
             };
-            if st.last != last {
-                // Read again since: follow the new read's windows.
-                self.due
-                    .push(Reverse((self.start_of(st.last, 1), st.last, key)));
+            if st.fill != fill {
+                // Filled again since: the new copy's windows have their own entry.
                 continue;
             }
-            let j = u32::try_from((start - last) / self.window_us.max(1)).unwrap_or(u32::MAX);
+            let j = self.window_of(fill, start);
             // Windows that have ended without a read are negatives.
             while st.learned + 1 < j
                 && self
-                    .start_of(st.last, st.learned + 1)
+                    .start_of(st.fill, st.learned + 1)
                     .saturating_add(self.window_us)
                     <= now
             {
@@ -413,6 +447,9 @@ impl OnlineModel for ReuseModel {
             if end > now {
                 let p = self.probability(&st, j);
                 let p = self.calibrated(st.kind, p);
+                if p >= REFRESH_ASSUMED {
+                    st.refreshed = j;
+                }
                 if p >= self.cfg.min_confidence {
                     f.entities.push(Prediction {
                         entity: key.clone(),
@@ -426,7 +463,7 @@ impl OnlineModel for ReuseModel {
             }
             if j < self.cfg.max_windows {
                 self.due
-                    .push(Reverse((self.start_of(last, j + 1), last, key.clone())));
+                    .push(Reverse((self.start_of(fill, j + 1), fill, key.clone())));
             } else {
                 st.scheduled = false;
             }
@@ -530,6 +567,32 @@ mod tests {
                 .count();
         }
         assert!(confident < 50, "{confident} confident predictions on noise");
+    }
+
+    #[test]
+    fn windows_follow_the_copy_not_the_last_read() {
+        // A group read every 40 minutes: the gap between reads never exceeds the window, but
+        // the copy filled by a miss expires every hour (a hit does not refresh it), so the
+        // window after each expiry holds a read.
+        let mut m = ReuseModel::new(ReuseConfig::default());
+        let mut refreshes = 0;
+        for i in 0..2_000i64 {
+            let e = ev(i as u64, "touch", i * 2400, &[("group", "g")]);
+            m.observe(&e, Observe::Learn);
+            let f = m.forecast(&e);
+            if i > 1_000 {
+                refreshes += f
+                    .entities
+                    .iter()
+                    .filter(|p| p.entity.id == "g" && p.confidence >= 0.8)
+                    .count();
+            }
+        }
+        // One refresh per hour of the last 999 reads (666 hours); at least most of them.
+        assert!(refreshes > 500, "{refreshes} confident refreshes");
+        // While the refreshed copy is fresh, the model knows it.
+        let now = 2_000 * 2400;
+        assert!(m.copy_fresh(&EntityKey::new("group", "g"), now));
     }
 
     #[test]
