@@ -1,6 +1,9 @@
 //! `prescient bench live`: the live benchmark through NATS, `serve`, Redis and PostgreSQL,
 //! against plain cache-aside on the same Redis and PostgreSQL.
 
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::StreamExt;
 use indicatif::ProgressBar;
-use prescient_core::{Cache, EntityKey, Event, SmolStr, Store, Version};
+use prescient_core::{
+    Cache, CacheError, EntityKey, Entry, Event, PutOutcome, SmolStr, Store, StoreError, Version,
+};
 use prescient_prefetch::{Prefetcher, ReadOutcome};
 use prescient_server::{Config, Service};
 use serde::Serialize;
@@ -243,21 +248,160 @@ impl Reader {
     }
 }
 
-/// Subscribes to `subject` and reads each event's entities, until `n` events were seen.
+thread_local! {
+    /// Whether this thread belongs to the consumer's runtime.
+    static ON_CONSUMER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The consumer's own tokio runtime: one worker thread, apart from `serve`'s runtime, as a
+/// consumer process of its own would be. Its threads are marked so that [`ByThread`] gives them
+/// their own connections.
+fn consumer_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("bench-consumer")
+        .on_thread_start(|| ON_CONSUMER.with(|c| c.set(true)))
+        .enable_all()
+        .build()
+}
+
+/// A cache or store with two sets of connections: one for the threads of the consumer's runtime,
+/// one for the others (`serve`). The consumer reads through `serve`'s [`Prefetcher`], as an
+/// in-process consumer does, but over connections that its own runtime drives, so that `serve`'s
+/// CPU work does not sit between a read and its answer.
+#[derive(Debug)]
+struct ByThread<T: ?Sized> {
+    serve: Arc<T>,
+    consumer: Arc<T>,
+}
+
+impl<T: ?Sized> ByThread<T> {
+    fn pick(&self) -> &T {
+        if ON_CONSUMER.with(Cell::get) {
+            &self.consumer
+        } else {
+            &self.serve
+        }
+    }
+}
+
+/// A boxed future, as `#[async_trait]` methods return them.
+type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+// Written out as `#[async_trait]` expands them: each call is passed on as it is.
+impl Cache for ByThread<dyn Cache> {
+    fn get<'s, 'k, 'f>(&'s self, key: &'k EntityKey) -> Fut<'f, Result<Option<Entry>, CacheError>>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        self.pick().get(key)
+    }
+    fn get_many<'s, 'k, 'f>(
+        &'s self,
+        keys: &'k [EntityKey],
+    ) -> Fut<'f, Result<Vec<Option<Entry>>, CacheError>>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        self.pick().get_many(keys)
+    }
+    fn put<'s, 'k, 'f>(
+        &'s self,
+        key: &'k EntityKey,
+        entry: Entry,
+        ttl: Duration,
+    ) -> Fut<'f, Result<PutOutcome, CacheError>>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        self.pick().put(key, entry, ttl)
+    }
+    fn invalidate<'s, 'k, 'f>(
+        &'s self,
+        key: &'k EntityKey,
+        min_version: Version,
+    ) -> Fut<'f, Result<(), CacheError>>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        self.pick().invalidate(key, min_version)
+    }
+}
+
+impl Store for ByThread<dyn Store> {
+    fn load_batch<'s, 'k, 'i, 'f>(
+        &'s self,
+        kind: &'k str,
+        ids: &'i [SmolStr],
+    ) -> Fut<'f, Result<Vec<Option<Entry>>, StoreError>>
+    where
+        's: 'f,
+        'k: 'f,
+        'i: 'f,
+        Self: 'f,
+    {
+        self.pick().load_batch(kind, ids)
+    }
+    fn load<'s, 'k, 'f>(&'s self, key: &'k EntityKey) -> Fut<'f, Result<Option<Entry>, StoreError>>
+    where
+        's: 'f,
+        'k: 'f,
+        Self: 'f,
+    {
+        self.pick().load(key)
+    }
+}
+
+/// Runs `fut` on the consumer's runtime and waits for it.
+async fn on_consumer<T: Send + 'static>(
+    consumer: &tokio::runtime::Handle,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> anyhow::Result<T> {
+    consumer
+        .spawn(fut)
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer task failed: {e}"))
+}
+
+/// On the consumer's runtime: connects to NATS (its own connection), subscribes to `subject`
+/// and reads each event's entities, until `n` events were seen. Returns once subscribed.
+#[allow(clippy::too_many_arguments)]
 async fn consumer(
-    client: async_nats::Client,
+    rt: &tokio::runtime::Handle,
+    nats: String,
     subject: String,
     n: usize,
     reader: Reader,
     rec: Arc<Recorder>,
     concurrency: usize,
 ) -> anyhow::Result<tokio::task::JoinHandle<usize>> {
-    let sub = client
-        .subscribe(subject)
-        .await
-        .map_err(|e| anyhow::anyhow!("subscribing: {e}"))?;
+    let sub = on_consumer(rt, async move {
+        let client = async_nats::connect(&nats)
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer: cannot connect to {nats}: {e}"))?;
+        let sub = client
+            .subscribe(subject)
+            .await
+            .map_err(|e| anyhow::anyhow!("subscribing: {e}"))?;
+        // The subscription is registered once the server has seen it.
+        client
+            .flush()
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer: flushing: {e}"))?;
+        anyhow::Ok((client, sub))
+    })
+    .await??;
     let seen = Arc::new(AtomicU64::new(0));
-    Ok(tokio::spawn(async move {
+    Ok(rt.spawn(async move {
+        let (_client, sub) = sub;
         let s2 = seen.clone();
         sub.take(n)
             .for_each_concurrent(concurrency.max(1), move |msg| {
@@ -304,7 +448,10 @@ fn live(args: LiveArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(live_async(&args, events))?;
+    let consumer_rt = consumer_runtime()?;
+    let result = rt.block_on(live_async(&args, events, consumer_rt.handle().clone()));
+    consumer_rt.shutdown_background();
+    let result = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
@@ -332,7 +479,40 @@ fn live(args: LiveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn live_async(args: &LiveArgs, events: Vec<Event>) -> anyhow::Result<LiveResult> {
+/// Builds `serve` from `cfg` as `Service::build` does, except that the cache and the store have
+/// a second set of connections, made on the consumer's runtime `crt`, for the consumer's reads
+/// (see [`ByThread`]).
+async fn build_service(cfg: Config, crt: &tokio::runtime::Handle) -> anyhow::Result<Service> {
+    use prescient_server::build;
+    let pcfg = build::prefetcher_config(&cfg.prefetch)?;
+    let floor_ttl = pcfg.planner.max_ttl.max(pcfg.demand_ttl);
+    let predictor = build::build_predictor(&cfg)?;
+    let serve_cache = build::build_cache(&cfg.cache, floor_ttl).await?;
+    let serve_store = build::build_store(&cfg.store).await?;
+    let (cache_cfg, store_cfg) = (cfg.cache.clone(), cfg.store.clone());
+    let (consumer_cache, consumer_store) = on_consumer(crt, async move {
+        let cache = build::build_cache(&cache_cfg, floor_ttl).await?;
+        let store = build::build_store(&store_cfg).await?;
+        anyhow::Ok((cache, store))
+    })
+    .await??;
+    let cache: Arc<dyn Cache> = Arc::new(ByThread {
+        serve: serve_cache,
+        consumer: consumer_cache,
+    });
+    let store: Arc<dyn Store> = Arc::new(ByThread {
+        serve: serve_store,
+        consumer: consumer_store,
+    });
+    let source = build::build_source(&cfg.source).await?;
+    Ok(Service::from_parts(cfg, source, cache, store, predictor)?)
+}
+
+async fn live_async(
+    args: &LiveArgs,
+    events: Vec<Event>,
+    crt: tokio::runtime::Handle,
+) -> anyhow::Result<LiveResult> {
     let n = events.len();
     let run_id = format!(
         "{}{}",
@@ -355,7 +535,7 @@ async fn live_async(args: &LiveArgs, events: Vec<Event>) -> anyhow::Result<LiveR
         prescient_core::StoreWriter::upsert_batch(&pg, chunk).await?;
     }
     eprintln!("seeded {} entities into {table}", rows.len());
-    let store: Arc<dyn Store> = Arc::new(pg);
+    drop(pg);
 
     // 2. NATS names of this run.
     let stream = format!("PRESCIENT_BENCH_{run_id}");
@@ -368,7 +548,6 @@ async fn live_async(args: &LiveArgs, events: Vec<Event>) -> anyhow::Result<LiveR
     })
     .await
     .with_context(|| format!("cannot connect to {}", args.nats))?;
-    let client = sink.client().clone();
 
     // 3. serve, in-process: NATS source, Redis cache, PostgreSQL store, online predictor.
     let cfg_text = format!(
@@ -396,7 +575,7 @@ enabled = false
         pgurl = args.postgres,
     );
     let cfg = Config::from_toml_str(&cfg_text)?;
-    let svc = Service::build(cfg).await?;
+    let svc = build_service(cfg, &crt).await?;
     let prefetcher = svc.prefetcher();
     let stats = svc.stats();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -407,7 +586,8 @@ enabled = false
     // 4. The consumer, then the publisher.
     let rec_p = Arc::new(Recorder::default());
     let cons = consumer(
-        client.clone(),
+        &crt,
+        args.nats.clone(),
         subject.clone(),
         n,
         Reader::Prescient(prefetcher.clone()),
@@ -449,18 +629,22 @@ enabled = false
     };
     eprintln!("prescient run done: consumer saw {seen} events");
 
-    // 5. The same consumer with plain cache-aside on a fresh key prefix.
-    let cache: Arc<dyn Cache> = Arc::new(
-        prescient_redis::RedisCache::connect(
-            prescient_redis::RedisCacheOptions::new(args.redis.clone())
-                .key_prefix(format!("prescient-bench-{run_id}-ca")),
-        )
-        .await?,
-    );
+    // 5. The same consumer with plain cache-aside on a fresh key prefix, over connections of
+    //    its own runtime.
+    let redis_opts = prescient_redis::RedisCacheOptions::new(args.redis.clone())
+        .key_prefix(format!("prescient-bench-{run_id}-ca"));
+    let (cache, store) = on_consumer(&crt, async move {
+        let cache: Arc<dyn Cache> =
+            Arc::new(prescient_redis::RedisCache::connect(redis_opts).await?);
+        let store: Arc<dyn Store> = Arc::new(prescient_postgres::PgStore::connect(pg_opts).await?);
+        anyhow::Ok((cache, store))
+    })
+    .await??;
     let loads = Arc::new(AtomicU64::new(0));
     let rec_c = Arc::new(Recorder::default());
     let cons = consumer(
-        client.clone(),
+        &crt,
+        args.nats.clone(),
         subject.clone(),
         n,
         Reader::CacheAside {
