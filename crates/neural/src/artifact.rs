@@ -13,6 +13,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
+use crate::calibrate::TopCalibration;
 use crate::error::NeuralError;
 use crate::features::{FeatureSpec, Vocab};
 use crate::model::{ModelInfo, NeuralModel};
@@ -46,6 +47,10 @@ pub struct Meta {
     pub temperature: f32,
     /// How many next types a forecast lists.
     pub top_k: usize,
+    /// Platt scaling of the top-1 confidence, fitted on validation data after the temperature
+    /// (absent in older artifacts: the identity).
+    #[serde(default)]
+    pub calibration: TopCalibration,
     /// Training log hash and validation metrics.
     #[serde(flatten)]
     pub info: ModelInfo,
@@ -77,6 +82,7 @@ impl NeuralModel {
             arch: self.net.arch(),
             temperature: self.temperature,
             top_k: self.top_k,
+            calibration: self.calibration,
             info: self.info.clone(),
         }
     }
@@ -155,6 +161,15 @@ impl NeuralModel {
         if !(meta.temperature.is_finite() && meta.temperature > 0.0) {
             return Err(artifact_err(&meta_path, "temperature must be positive"));
         }
+        if !(meta.calibration.a.is_finite()
+            && meta.calibration.a > 0.0
+            && meta.calibration.b.is_finite())
+        {
+            return Err(artifact_err(
+                &meta_path,
+                "calibration must have a positive finite slope and a finite offset",
+            ));
+        }
         let weights_path = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&weights_path).map_err(io_err(&weights_path))?;
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
@@ -164,7 +179,7 @@ impl NeuralModel {
             )
         })?;
         check_shapes(&tensors, meta.arch, &weights_path, &meta_path)?;
-        NeuralModel::assemble(
+        let mut model = NeuralModel::assemble(
             vocab,
             meta.features,
             meta.arch,
@@ -172,7 +187,9 @@ impl NeuralModel {
             meta.temperature,
             meta.info,
             meta.top_k.max(1),
-        )
+        )?;
+        model.calibration = meta.calibration;
+        Ok(model)
     }
 }
 

@@ -17,6 +17,7 @@
 //! The network is never trained online; entities are left to the relational model.
 
 pub mod artifact;
+pub mod calibrate;
 pub mod config;
 pub mod ensemble;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod server;
 pub mod train;
 
 pub use artifact::{FORMAT_VERSION, Meta};
+pub use calibrate::TopCalibration;
 pub use config::{NeuralConfig, TrainProgress, TrainReport};
 pub use ensemble::{EnsembleModel, OnlineFactory, mix};
 pub use error::NeuralError;

@@ -11,6 +11,7 @@ use prescient_core::Event;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
+use crate::calibrate::TopCalibration;
 use crate::config::TrainReport;
 use crate::error::NeuralError;
 use crate::features::{Encoded, FeatureSpec, N_FEATURES, Vocab, encode_context};
@@ -32,6 +33,8 @@ pub struct NeuralModel {
     pub(crate) net: Net,
     pub(crate) weights: HashMap<String, Tensor>,
     pub(crate) temperature: f32,
+    /// Platt scaling of the top-1 confidence, after the temperature.
+    pub(crate) calibration: TopCalibration,
     pub(crate) info: ModelInfo,
     pub(crate) top_k: usize,
     /// The same weights as plain vectors, for small batches without tensor overhead.
@@ -243,6 +246,7 @@ impl NeuralModel {
             net,
             weights,
             temperature,
+            calibration: TopCalibration::IDENTITY,
             info,
             top_k,
             fast,
@@ -267,6 +271,11 @@ impl NeuralModel {
     /// The calibration temperature.
     pub fn temperature(&self) -> f32 {
         self.temperature
+    }
+
+    /// The calibration of the top-1 confidence (after the temperature).
+    pub fn calibration(&self) -> TopCalibration {
+        self.calibration
     }
 
     /// How the model was trained.
@@ -370,9 +379,19 @@ impl NeuralModel {
         let m = types.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let exps: Vec<f32> = types.iter().map(|x| (x - m).exp()).collect();
         let z: f32 = exps.iter().sum();
+        let mut probabilities: Vec<f32> = exps.into_iter().map(|e| e / z).collect();
+        if !self.calibration.is_identity() {
+            let mut top = 0;
+            for (i, &p) in probabilities.iter().enumerate() {
+                if p > probabilities[top] {
+                    top = i;
+                }
+            }
+            self.calibration.apply(&mut probabilities, top);
+        }
         NextTypeDistribution {
             types: self.types.clone(),
-            probabilities: exps.into_iter().map(|e| e / z).collect(),
+            probabilities,
             end_of_case,
             expected_seconds: self.spec.seconds_from_output(time_z),
         }

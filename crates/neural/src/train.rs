@@ -13,6 +13,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
+use crate::calibrate::TopCalibration;
 use crate::config::{NeuralConfig, TrainProgress, TrainReport};
 use crate::error::NeuralError;
 use crate::features::{Encoded, FeatureSpec, N_FEATURES, Vocab, encode_case};
@@ -201,28 +202,21 @@ fn nll(rows: &[(Vec<f32>, u32)], t: f64) -> f64 {
     s / rows.len().max(1) as f64
 }
 
-/// Expected calibration error of the top-1 confidence at temperature `t`, 10 equal bins.
-pub(crate) fn ece(rows: &[(Vec<f32>, u32)], t: f64) -> f64 {
-    let mut bins = [(0.0f64, 0.0f64, 0usize); 10];
-    for (l, y) in rows {
-        let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let z: f64 = l.iter().map(|x| (f64::from(x - m) / t).exp()).sum();
-        let mut best = 0;
-        for (i, x) in l.iter().enumerate() {
-            if *x > l[best] {
-                best = i;
+/// Top-1 confidence (over the types, at temperature `t`) and whether it was right, per row.
+fn top1_rows(rows: &[(Vec<f32>, u32)], t: f64) -> Vec<(f64, bool)> {
+    rows.iter()
+        .map(|(l, y)| {
+            let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let z: f64 = l.iter().map(|x| (f64::from(x - m) / t).exp()).sum();
+            let mut best = 0;
+            for (i, x) in l.iter().enumerate() {
+                if *x > l[best] {
+                    best = i;
+                }
             }
-        }
-        let conf = 1.0 / z; // exp(0) / z for the max logit
-        let b = ((conf * 10.0) as usize).min(9);
-        bins[b].0 += conf;
-        bins[b].1 += f64::from(u8::from(best == *y as usize));
-        bins[b].2 += 1;
-    }
-    let n = rows.len().max(1) as f64;
-    bins.iter()
-        .map(|(conf_sum, hits, _)| (conf_sum - hits).abs() / n)
-        .sum()
+            (1.0 / z, best == *y as usize)
+        })
+        .collect()
 }
 
 /// The temperature in [0.25, 8] minimising the validation NLL.
@@ -409,12 +403,18 @@ impl NeuralModel {
         )?;
         let eval = evaluate(&final_net, &val, cfg.time_loss_weight, &dev)?;
         let temperature = fit_temperature(&eval.rows);
+        let top_rows = top1_rows(&eval.rows, temperature);
+        let calibration = TopCalibration::fit(&top_rows);
+        let calibrated: Vec<(f64, bool)> = top_rows
+            .iter()
+            .map(|&(c, hit)| (calibration.map(c), hit))
+            .collect();
         let report = TrainReport {
             epochs: epochs_run,
             best_epoch,
             val_accuracy,
             val_loss,
-            val_ece: ece(&eval.rows, temperature),
+            val_ece: crate::calibrate::ece(&calibrated),
             temperature,
             train_cases: train_cases.len(),
             val_cases: n_val,
@@ -424,7 +424,7 @@ impl NeuralModel {
             training_log_hash: log_hash,
             report: report.clone(),
         };
-        let model = NeuralModel::assemble(
+        let mut model = NeuralModel::assemble(
             vocab,
             spec,
             arch,
@@ -433,6 +433,7 @@ impl NeuralModel {
             info,
             cfg.top_k,
         )?;
+        model.calibration = calibration;
         Ok((model, report))
     }
 }
@@ -449,8 +450,9 @@ mod tests {
             .collect();
         let t = fit_temperature(&rows);
         assert!(t > 4.0, "temperature {t}");
-        assert!(ece(&rows, t) < ece(&rows, 1.0));
-        assert!(ece(&rows, 1.0) > 0.4);
+        let ece = |t| crate::calibrate::ece(&top1_rows(&rows, t));
+        assert!(ece(t) < ece(1.0));
+        assert!(ece(1.0) > 0.4);
     }
 
     #[test]
