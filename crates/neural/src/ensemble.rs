@@ -3,8 +3,11 @@
 //!
 //! The weight `w` is chosen on validation data when the network is trained: a fresh online
 //! model learns the same training cases the network trains on, then both predict the held-out
-//! validation cases (tracked, as test cases are), and the `w` in 0, 0.05, …, 1 with the best
-//! accuracy (then the lowest log loss) wins.
+//! validation cases (tracked, and scored as `tax2017` scores test cases). The `w` in 0, 0.05,
+//! …, 1 with the best accuracy (then the lowest log loss) is taken only if it beats the online
+//! model alone (`w = 0`) by more than [`SIGNIFICANCE_Z`] standard errors of the paired gain
+//! ([`choose_weight`]); otherwise `w = 0`. The mixed top-1 confidence is then recalibrated
+//! ([`TopCalibration`], Platt scaling) on the same validation rows.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,9 +15,9 @@ use std::fmt;
 use prescient_core::{Event, Forecast, NextEvent, Observe, OnlineModel};
 use smol_str::SmolStr;
 
+use crate::calibrate::TopCalibration;
 use crate::learn::NeuralLearner;
 use crate::model::NextTypeDistribution;
-use crate::online::forecast;
 use crate::train::validation_cases;
 
 /// Makes fresh online models, for choosing the weight.
@@ -27,6 +30,8 @@ pub struct EnsembleModel<M> {
     factory: OnlineFactory<M>,
     weight: Option<f32>,
     validation: Option<(f64, usize)>,
+    calibration: TopCalibration,
+    choice: Option<WeightChoice>,
 }
 
 impl<M: OnlineModel> fmt::Debug for EnsembleModel<M> {
@@ -87,6 +92,32 @@ pub fn mix(
     out
 }
 
+/// Every next type of the mix, most likely first; the network's distribution alone when the
+/// online model has nothing to say.
+fn combine(
+    neural: Option<&NextTypeDistribution>,
+    online: &Forecast,
+    weight: f32,
+    event: &Event,
+) -> Vec<NextEvent> {
+    match neural {
+        Some(d) if online.next.is_empty() => {
+            let expected_at = event.time.plus(std::time::Duration::from_secs_f64(
+                d.expected_seconds.clamp(0.0, 1e12),
+            ));
+            d.top(usize::MAX)
+                .into_iter()
+                .map(|(event_type, probability)| NextEvent {
+                    event_type,
+                    probability,
+                    expected_at,
+                })
+                .collect()
+        }
+        _ => mix(neural, online, weight, event, usize::MAX),
+    }
+}
+
 impl<M: OnlineModel> EnsembleModel<M> {
     /// An ensemble of `neural` (trained when first asked to predict) and `online`; `factory`
     /// makes fresh online models configured like `online`, for choosing the weight.
@@ -97,6 +128,8 @@ impl<M: OnlineModel> EnsembleModel<M> {
             factory,
             weight: None,
             validation: None,
+            calibration: TopCalibration::IDENTITY,
+            choice: None,
         }
     }
 
@@ -113,6 +146,16 @@ impl<M: OnlineModel> EnsembleModel<M> {
     /// The neural part.
     pub fn neural(&self) -> &NeuralLearner {
         &self.neural
+    }
+
+    /// The calibration of the mixed top-1 confidence, once fitted.
+    pub fn calibration(&self) -> Option<TopCalibration> {
+        self.weight.map(|_| self.calibration)
+    }
+
+    /// What the weight choice saw on the validation rows, once made.
+    pub fn choice(&self) -> Option<&WeightChoice> {
+        self.choice.as_ref()
     }
 
     /// Trains the network and chooses the weight, unless done.
@@ -137,11 +180,15 @@ impl<M: OnlineModel> EnsembleModel<M> {
         for e in train.iter().flatten() {
             fresh.observe(e, Observe::Learn);
         }
+        // Score the validation cases the way `tax2017` scores the test cases: prefixes of 2 up
+        // to the longest learned case, end of case never a target.
+        let longest = train.iter().map(Vec::len).max().unwrap_or(0);
         let mut contexts: Vec<&[Event]> = Vec::new();
         let mut online = Vec::new();
         let mut targets = Vec::new();
         for c in val {
-            for k in 1..c.len() {
+            let kmax = c.len().saturating_sub(1).min(longest);
+            for k in 1..=kmax {
                 fresh.observe(&c[k - 1], Observe::Track);
                 if k >= 2 {
                     online.push(fresh.forecast(&c[k - 1]));
@@ -151,29 +198,148 @@ impl<M: OnlineModel> EnsembleModel<M> {
             }
         }
         let neural = model.predict_batch(&contexts).unwrap_or_default();
-        let mut best = (0.0f32, -1.0f64, f64::INFINITY);
-        for step in 0..=20 {
-            let w = step as f32 / 20.0;
-            let (mut hits, mut loss) = (0usize, 0.0f64);
+        let weights: Vec<f32> = (0..=WEIGHT_STEPS)
+            .map(|s| s as f32 / WEIGHT_STEPS as f32)
+            .collect();
+        let mut hits = Vec::with_capacity(weights.len());
+        let mut losses = Vec::with_capacity(weights.len());
+        let mut tops = Vec::with_capacity(weights.len());
+        for &w in &weights {
+            let (mut h, mut l, mut t) = (Vec::new(), Vec::new(), Vec::new());
             for (i, target) in targets.iter().enumerate() {
-                let next = mix(neural.get(i), &online[i], w, target, usize::MAX);
-                hits += usize::from(
-                    next.first()
-                        .is_some_and(|n| n.event_type == target.event_type),
-                );
+                let next = combine(neural.get(i), &online[i], w, target);
+                let hit = next
+                    .first()
+                    .is_some_and(|n| n.event_type == target.event_type);
                 let q = next
                     .iter()
                     .find(|n| n.event_type == target.event_type)
                     .map_or(0.0, |n| f64::from(n.probability));
-                loss -= q.max(1e-4).ln();
+                h.push(hit);
+                l.push(-q.max(1e-4).ln());
+                t.push((next.first().map_or(0.0, |n| f64::from(n.probability)), hit));
             }
-            let acc = hits as f64 / targets.len().max(1) as f64;
-            if acc > best.1 + 1e-12 || (acc >= best.1 - 1e-12 && loss < best.2) {
-                best = (w, acc, loss);
-            }
+            hits.push(h);
+            losses.push(l);
+            tops.push(t);
         }
-        self.weight = Some(best.0);
-        self.validation = Some((best.1.max(0.0), targets.len()));
+        let choice = choose_weight(&weights, &hits, &losses, SIGNIFICANCE_Z);
+        let rows = &tops[choice.index];
+        self.calibration = TopCalibration::fit(rows);
+        let calibrated: Vec<(f64, bool)> = rows
+            .iter()
+            .map(|&(c, h)| (self.calibration.map(c), h))
+            .collect();
+        tracing::info!(
+            message = "Ensemble weight chosen.",
+            weight = choice.weight,
+            accuracy = choice.accuracy,
+            best_weight = choice.best_weight,
+            best_accuracy = choice.best_accuracy,
+            online_accuracy = choice.baseline_accuracy,
+            gain_se = choice.gain_se,
+            rows = targets.len(),
+            ece_before = crate::calibrate::ece(rows),
+            ece_after = crate::calibrate::ece(&calibrated),
+            a = self.calibration.a,
+            b = self.calibration.b,
+        );
+        self.weight = Some(choice.weight);
+        self.validation = Some((choice.accuracy, targets.len()));
+        self.choice = Some(choice);
+    }
+}
+
+/// The weight grid has this many steps between 0 and 1.
+const WEIGHT_STEPS: usize = 20;
+
+/// How many standard errors a mix must gain over the online model on the validation rows.
+pub const SIGNIFICANCE_Z: f64 = 2.0;
+
+/// What [`choose_weight`] decided and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightChoice {
+    /// The chosen neural weight.
+    pub weight: f32,
+    /// Its index among the candidates.
+    pub index: usize,
+    /// Validation accuracy of the chosen weight.
+    pub accuracy: f64,
+    /// The most accurate weight on validation (lowest log loss among ties).
+    pub best_weight: f32,
+    /// Its validation accuracy.
+    pub best_accuracy: f64,
+    /// Validation accuracy of the online model alone (weight 0).
+    pub baseline_accuracy: f64,
+    /// Standard error of the paired accuracy gain of the best weight over weight 0.
+    pub gain_se: f64,
+}
+
+/// Chooses the neural weight from validation rows: `hits[j][i]` and `losses[j][i]` say whether
+/// candidate `weights[j]` ranked the target of row `i` first, and its log loss there. The
+/// candidate with the best accuracy (then the lowest mean loss) is taken only if its paired
+/// accuracy gain over weight 0 (the online model alone, which must be among the candidates)
+/// exceeds `z` standard errors of that gain; otherwise weight 0 is. A gain that small could be
+/// the luck of the validation cases (the network also chose its epoch on them), and the online
+/// model is the safer bet on unseen cases.
+///
+/// # Panics
+/// Never; without candidates or rows the choice is weight 0.
+pub fn choose_weight(
+    weights: &[f32],
+    hits: &[Vec<bool>],
+    losses: &[Vec<f64>],
+    z: f64,
+) -> WeightChoice {
+    let n = hits.first().map_or(0, Vec::len);
+    let accuracy = |j: usize| hits[j].iter().filter(|&&h| h).count() as f64 / n.max(1) as f64;
+    let mean_loss =
+        |j: usize| losses.get(j).map_or(0.0, |l| l.iter().sum::<f64>()) / n.max(1) as f64;
+    let base = weights.iter().position(|&w| w == 0.0);
+    let fallback = WeightChoice {
+        weight: 0.0,
+        index: base.unwrap_or(0),
+        accuracy: 0.0,
+        best_weight: 0.0,
+        best_accuracy: 0.0,
+        baseline_accuracy: 0.0,
+        gain_se: 0.0,
+    };
+    let Some(base) = base else {
+        return fallback;
+    };
+    if n == 0 || hits.len() != weights.len() {
+        return fallback;
+    }
+    let mut best = base;
+    for j in 0..weights.len() {
+        let (a, b) = (accuracy(j), accuracy(best));
+        if a > b + 1e-12 || (a >= b - 1e-12 && mean_loss(j) < mean_loss(best)) {
+            best = j;
+        }
+    }
+    let diffs: Vec<f64> = hits[best]
+        .iter()
+        .zip(&hits[base])
+        .map(|(&a, &b)| f64::from(u8::from(a)) - f64::from(u8::from(b)))
+        .collect();
+    let mean = diffs.iter().sum::<f64>() / n as f64;
+    let var = if n > 1 {
+        diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+    } else {
+        0.0
+    };
+    let se = (var / n as f64).sqrt();
+    let take = best != base && mean > 0.0 && mean > z * se;
+    let index = if take { best } else { base };
+    WeightChoice {
+        weight: weights[index],
+        index,
+        accuracy: accuracy(index),
+        best_weight: weights[best],
+        best_accuracy: accuracy(best),
+        baseline_accuracy: accuracy(base),
+        gain_se: se,
     }
 }
 
@@ -199,13 +365,84 @@ impl<M: OnlineModel> OnlineModel for EnsembleModel<M> {
             .neural
             .model()
             .map_or(self.neural.config().top_k, |m| m.top_k());
-        let next = match (&neural, self.neural.model()) {
-            (Some(d), Some(m)) if online.next.is_empty() => forecast(m, event, d).next,
-            _ => mix(neural.as_ref(), &online, w, event, top_k),
-        };
+        let mut next = combine(neural.as_ref(), &online, w, event);
+        let mut probs: Vec<f32> = next.iter().map(|n| n.probability).collect();
+        self.calibration.apply(&mut probs, 0);
+        for (n, p) in next.iter_mut().zip(probs) {
+            n.probability = p;
+        }
+        next.truncate(top_k);
         Forecast {
             next,
             entities: online.entities,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows where the online model (weight 0) is right on `base` of every 100, and the mix
+    /// (weight 0.5) is right on `mix` of every 100, on different rows where they differ.
+    fn rows(n: usize, base: usize, mix: usize) -> (Vec<f32>, Vec<Vec<bool>>, Vec<Vec<f64>>) {
+        let h0: Vec<bool> = (0..n).map(|i| i % 100 < base).collect();
+        // the mix loses the first 10 of every 100 the online model gets, and gains others
+        let h1: Vec<bool> = (0..n)
+            .map(|i| {
+                let r = i % 100;
+                (r >= 10 && r < base) || (r >= base && r < mix + 10)
+            })
+            .collect();
+        let loss = |h: &[bool]| h.iter().map(|&x| if x { 0.5 } else { 2.0 }).collect();
+        let l0 = loss(&h0);
+        let l1 = loss(&h1);
+        (vec![0.0, 0.5], vec![h0, h1], vec![l0, l1])
+    }
+
+    #[test]
+    fn a_clear_gain_takes_the_mix() {
+        // 50% vs 60% on 2000 rows: the gain is many standard errors
+        let (w, h, l) = rows(2000, 50, 60);
+        let c = choose_weight(&w, &h, &l, SIGNIFICANCE_Z);
+        assert_eq!(c.weight, 0.5, "{c:?}");
+        assert!((c.accuracy - 0.6).abs() < 1e-9, "{c:?}");
+        assert!((c.baseline_accuracy - 0.5).abs() < 1e-9, "{c:?}");
+        assert!(c.gain_se > 0.0);
+    }
+
+    #[test]
+    fn a_gain_within_the_noise_keeps_the_online_model() {
+        // 50% vs 51% on 200 rows, with 21% of the rows disagreeing: about one standard error
+        let (w, h, l) = rows(200, 50, 51);
+        let c = choose_weight(&w, &h, &l, SIGNIFICANCE_Z);
+        assert_eq!(c.best_weight, 0.5, "{c:?}");
+        assert_eq!(c.weight, 0.0, "{c:?}");
+        assert_eq!(c.index, 0);
+        assert!((c.accuracy - 0.5).abs() < 1e-9, "{c:?}");
+        // with no margin the most accurate mix wins
+        let c = choose_weight(&w, &h, &l, 0.0);
+        assert_eq!(c.weight, 0.5, "{c:?}");
+    }
+
+    #[test]
+    fn a_worse_mix_or_no_rows_keeps_the_online_model() {
+        let (w, h, l) = rows(2000, 60, 50);
+        assert_eq!(choose_weight(&w, &h, &l, SIGNIFICANCE_Z).weight, 0.0);
+        let c = choose_weight(&w, &[vec![], vec![]], &[vec![], vec![]], 2.0);
+        assert_eq!(c.weight, 0.0);
+        // without weight 0 among the candidates there is no baseline: weight 0
+        let c = choose_weight(&[0.5], &[vec![true]], &[vec![0.1]], 2.0);
+        assert_eq!(c.weight, 0.0);
+    }
+
+    #[test]
+    fn equal_accuracy_prefers_the_lower_loss_but_needs_a_gain() {
+        let h = vec![vec![true, false, true, false]; 2];
+        let l = vec![vec![1.0; 4], vec![0.5; 4]];
+        let c = choose_weight(&[0.0, 0.3], &h, &l, 0.0);
+        assert_eq!(c.best_weight, 0.3);
+        // no accuracy gain at all: the online model stays
+        assert_eq!(c.weight, 0.0);
     }
 }

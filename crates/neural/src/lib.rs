@@ -33,7 +33,9 @@ pub mod train;
 pub use artifact::{FORMAT_VERSION, Meta};
 pub use calibrate::TopCalibration;
 pub use config::{NeuralConfig, TrainProgress, TrainReport};
-pub use ensemble::{EnsembleModel, OnlineFactory, mix};
+pub use ensemble::{
+    EnsembleModel, OnlineFactory, SIGNIFICANCE_Z, WeightChoice, choose_weight, mix,
+};
 pub use error::NeuralError;
 pub use learn::{NeuralLearner, ProgressFn};
 pub use model::{ModelInfo, NeuralModel, NextTypeDistribution};
