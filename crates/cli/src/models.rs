@@ -31,7 +31,7 @@ pub enum ModelKind {
 }
 
 /// A neural learner that draws its training progress on stderr.
-fn neural_learner() -> prescient_neural::NeuralLearner {
+pub fn neural_learner() -> prescient_neural::NeuralLearner {
     let mut bar = prescient_neural::ProgressBarReporter::new();
     prescient_neural::NeuralLearner::new(prescient_neural::NeuralConfig::default())
         .with_progress(Box::new(move |p| bar.report(p)))
