@@ -200,6 +200,9 @@ pub struct Encoded {
     pub targets: Vec<u32>,
     /// Standardised log1p seconds to the next event; `None` after the last event.
     pub time_targets: Vec<Option<f32>>,
+    /// Whether the next event's type is unknown to the vocabulary (its target is then the
+    /// end-of-case token, but the case goes on: a prediction there is always wrong).
+    pub unknown_targets: Vec<bool>,
     /// Index in its case of the first event of this window.
     pub offset: usize,
 }
@@ -219,13 +222,16 @@ pub fn encode_case(case: &[Event], vocab: &Vocab, spec: &FeatureSpec) -> Vec<Enc
         all.features.push(spec.step(prev, start, e.time, i));
         match case.get(i + 1) {
             Some(next) => {
-                all.targets.push(vocab.token(&next.event_type).min(end));
+                let target = vocab.token(&next.event_type).min(end);
+                all.targets.push(target);
+                all.unknown_targets.push(target == end);
                 all.time_targets.push(Some(
                     spec.since_prev.apply(log_gap(e.time, next.time)) as f32
                 ));
             }
             None => {
                 all.targets.push(end);
+                all.unknown_targets.push(false);
                 all.time_targets.push(None);
             }
         }
@@ -242,6 +248,7 @@ pub fn encode_case(case: &[Event], vocab: &Vocab, spec: &FeatureSpec) -> Vec<Enc
             features: all.features[at..to].to_vec(),
             targets: all.targets[at..to].to_vec(),
             time_targets: all.time_targets[at..to].to_vec(),
+            unknown_targets: all.unknown_targets[at..to].to_vec(),
             offset: at,
         });
         at = to;

@@ -53,8 +53,9 @@ struct Batch {
     time_targets: Tensor,
     time_mask: Tensor,
     time_sum: f64,
-    /// Target and index in the case per flattened position, for evaluation.
-    flat_targets: Vec<Option<(u32, usize)>>,
+    /// Target, index in the case, and whether the target's type is unknown, per flattened
+    /// position, for evaluation.
+    flat_targets: Vec<Option<(u32, usize, bool)>>,
 }
 
 impl Batch {
@@ -92,7 +93,8 @@ impl Batch {
                 feats[k * N_FEATURES..(k + 1) * N_FEATURES].copy_from_slice(&e.features[j]);
                 targets[k] = e.targets[j];
                 mask[k] = 1.0;
-                flat_targets[k] = Some((e.targets[j], e.offset + j));
+                let unknown = e.unknown_targets.get(j).copied().unwrap_or(false);
+                flat_targets[k] = Some((e.targets[j], e.offset + j, unknown));
                 if let Some(z) = e.time_targets[j] {
                     tt[k] = z;
                     tm[k] = 1.0;
@@ -135,8 +137,9 @@ impl Batch {
 struct Eval {
     accuracy: f64,
     loss: f64,
-    /// Type logits (end of case dropped) and target, for steps whose target is a type.
-    rows: Vec<(Vec<f32>, u32)>,
+    /// Type logits (end of case dropped) and target, for steps whose target is a type
+    /// (`None`: a type the vocabulary does not know, which no prediction gets right).
+    rows: Vec<Row>,
 }
 
 fn evaluate(
@@ -157,10 +160,20 @@ fn evaluate(
         let logits = logits.to_vec2::<f32>()?;
         for (row, target) in logits.into_iter().zip(&batch.flat_targets) {
             // Score as `tax2017` does: a type follows (never end of case) a prefix of 2 or more.
-            let Some((target, index)) = *target else {
+            let Some((target, index, unknown)) = *target else {
                 continue;
             };
-            if target as usize >= v || index == 0 {
+            if index == 0 {
+                continue;
+            }
+            if unknown {
+                total += 1;
+                let mut row = row;
+                row.truncate(v);
+                rows.push((row, None));
+                continue;
+            }
+            if target as usize >= v {
                 continue;
             }
             let mut best = 0;
@@ -173,7 +186,7 @@ fn evaluate(
             total += 1;
             let mut row = row;
             row.truncate(v);
-            rows.push((row, target));
+            rows.push((row, Some(target)));
         }
     }
     Ok(Eval {
@@ -191,19 +204,24 @@ fn evaluate(
     })
 }
 
-/// Mean negative log likelihood of `rows` at temperature `t`.
-fn nll(rows: &[(Vec<f32>, u32)], t: f64) -> f64 {
-    let mut s = 0.0;
+/// Logits of the types and the target's index, if the vocabulary knows it.
+type Row = (Vec<f32>, Option<u32>);
+
+/// Mean negative log likelihood of `rows` (of known targets) at temperature `t`.
+fn nll(rows: &[Row], t: f64) -> f64 {
+    let (mut s, mut n) = (0.0, 0usize);
     for (l, y) in rows {
+        let Some(y) = y else { continue };
         let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let z: f64 = l.iter().map(|x| (f64::from(x - m) / t).exp()).sum();
         s += z.ln() - f64::from(l[*y as usize] - m) / t;
+        n += 1;
     }
-    s / rows.len().max(1) as f64
+    s / n.max(1) as f64
 }
 
 /// Top-1 confidence (over the types, at temperature `t`) and whether it was right, per row.
-fn top1_rows(rows: &[(Vec<f32>, u32)], t: f64) -> Vec<(f64, bool)> {
+fn top1_rows(rows: &[Row], t: f64) -> Vec<(f64, bool)> {
     rows.iter()
         .map(|(l, y)| {
             let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -214,13 +232,13 @@ fn top1_rows(rows: &[(Vec<f32>, u32)], t: f64) -> Vec<(f64, bool)> {
                     best = i;
                 }
             }
-            (1.0 / z, best == *y as usize)
+            (1.0 / z, *y == Some(best as u32))
         })
         .collect()
 }
 
 /// The temperature in [0.25, 8] minimising the validation NLL.
-fn fit_temperature(rows: &[(Vec<f32>, u32)]) -> f64 {
+fn fit_temperature(rows: &[Row]) -> f64 {
     if rows.is_empty() {
         return 1.0;
     }
@@ -307,7 +325,10 @@ impl NeuralModel {
         } else {
             val_cases
         };
-        let vocab = Vocab::new(cases.iter().flatten().map(|e| e.event_type.clone()));
+        // Only types seen in the cases trained on get a token: a type first seen in the
+        // validation cases would otherwise keep its untrained random embedding, there and on
+        // every later case; as unknown it reads like a type never seen at all.
+        let vocab = Vocab::new(train_cases.iter().flatten().map(|e| e.event_type.clone()));
         let spec = FeatureSpec::fit(train_cases, cfg.max_len);
         let encode = |cs: &[Vec<Event>]| -> Vec<Encoded> {
             cs.iter()
@@ -445,8 +466,8 @@ mod tests {
     #[test]
     fn temperature_scaling_reduces_overconfidence() {
         // logits say 99% but only half are right
-        let rows: Vec<(Vec<f32>, u32)> = (0..100)
-            .map(|i| (vec![5.0, 0.0], if i % 2 == 0 { 0 } else { 1 }))
+        let rows: Vec<Row> = (0..100)
+            .map(|i| (vec![5.0, 0.0], Some(if i % 2 == 0 { 0 } else { 1 })))
             .collect();
         let t = fit_temperature(&rows);
         assert!(t > 4.0, "temperature {t}");
