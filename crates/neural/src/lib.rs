@@ -3,8 +3,8 @@
 //! A GRU reads each case's event history — event-type embeddings plus time features (log1p
 //! seconds since the previous event and since the case start, time of day, weekday, position) —
 //! and predicts the next event type (or the end of the case) and the time until it. It is
-//! trained on the CPU with candle ([`NeuralModel::train`]), calibrated by temperature scaling on
-//! validation cases, saved as safetensors plus `meta.json` ([`NeuralModel::save`],
+//! trained on the CPU with candle ([`NeuralModel::train`]), calibrated by temperature scaling and
+//! then Platt scaling of the top-1 confidence ([`TopCalibration`]) on validation cases, saved as safetensors plus `meta.json` ([`NeuralModel::save`],
 //! [`NeuralModel::load`]), and served three ways: batched over explicit contexts
 //! ([`NeuralModel::predict_batch`]), as an [`OnlineModel`](prescient_core::OnlineModel) that
 //! follows a stream ([`NeuralPredictor`]), and as a batching, hot-swappable
@@ -12,7 +12,9 @@
 //!
 //! [`NeuralLearner`] trains the network behind the plain online protocol (collecting the
 //! learned events, training when first asked to predict), and [`EnsembleModel`] mixes it with
-//! an online model by a weight chosen on validation data, taking entities from the online model.
+//! an online model by a weight chosen on validation data ([`choose_weight`]: the online model
+//! alone unless a mix is significantly more accurate), recalibrates the mix's top-1 confidence,
+//! and takes entities from the online model.
 //!
 //! The network is never trained online; entities are left to the relational model.
 
