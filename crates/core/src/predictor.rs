@@ -88,6 +88,28 @@ pub trait Predictor: Send + Sync + fmt::Debug {
         }
         out
     }
+
+    /// Whether the predictor computes in-process, on the caller's thread (a CPU-bound model
+    /// whose futures are ready at once but take a while to poll). Such a predictor answers
+    /// [`Predictor::predict_batch_blocking`]. The default is `false`.
+    fn is_blocking(&self) -> bool {
+        false
+    }
+
+    /// Predicts for several events synchronously, in order, as [`Predictor::predict_batch`]
+    /// would: `Some` answers when the predictor [`is_blocking`](Predictor::is_blocking); `None`
+    /// (the default) when it must be awaited, and then nothing was done.
+    ///
+    /// Drivers call this from a thread where blocking is fine (`tokio::task::spawn_blocking`), so
+    /// that the model's work does not hold up the workers of an async runtime. It has no
+    /// deadline of its own: a computation in progress cannot be abandoned.
+    fn predict_batch_blocking(
+        &self,
+        reqs: &[PredictRequest<'_>],
+    ) -> Option<Vec<Result<Forecast, PredictError>>> {
+        let _ = reqs;
+        None
+    }
 }
 
 /// A synchronous, in-process model that learns online. Wrap it in [`Local`] to get a [`Predictor`].
@@ -154,12 +176,29 @@ impl<M: OnlineModel> Local<M> {
 
     /// Learns and predicts synchronously; what [`Predictor::predict`] does, without a future.
     pub fn predict_now(&self, req: PredictRequest<'_>) -> Result<Forecast, PredictError> {
-        self.with_model(|m| {
-            if req.observe != Observe::Skip {
-                m.observe(req.event, req.observe);
-            }
-            m.forecast(req.event)
-        })
+        self.with_model(|m| Self::learn_and_forecast(m, req))
+    }
+
+    /// [`Local::predict_now`] for several events in order, with the model locked once.
+    pub fn predict_batch_now(
+        &self,
+        reqs: &[PredictRequest<'_>],
+    ) -> Vec<Result<Forecast, PredictError>> {
+        match self.with_model(|m| {
+            reqs.iter()
+                .map(|r| Ok(Self::learn_and_forecast(m, *r)))
+                .collect::<Vec<_>>()
+        }) {
+            Ok(out) => out,
+            Err(e) => reqs.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    fn learn_and_forecast(m: &mut M, req: PredictRequest<'_>) -> Forecast {
+        if req.observe != Observe::Skip {
+            m.observe(req.event, req.observe);
+        }
+        m.forecast(req.event)
     }
 }
 
@@ -171,6 +210,24 @@ impl<M: OnlineModel> Predictor for Local<M> {
 
     async fn predict(&self, req: PredictRequest<'_>) -> Result<Forecast, PredictError> {
         self.predict_now(req)
+    }
+
+    async fn predict_batch(
+        &self,
+        reqs: &[PredictRequest<'_>],
+    ) -> Vec<Result<Forecast, PredictError>> {
+        self.predict_batch_now(reqs)
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+
+    fn predict_batch_blocking(
+        &self,
+        reqs: &[PredictRequest<'_>],
+    ) -> Option<Vec<Result<Forecast, PredictError>>> {
+        Some(self.predict_batch_now(reqs))
     }
 }
 
@@ -220,5 +277,53 @@ mod tests {
         };
         let f = p.predict(req).now_or_never().unwrap().unwrap();
         assert_eq!(f.top().unwrap().event_type, "seen-1");
+    }
+
+    #[test]
+    fn local_predicts_a_batch_synchronously_in_order() {
+        let p = Local::new(Counter::default());
+        assert!(p.is_blocking());
+        let e = Event::new("e", "t", Timestamp::EPOCH).with_entity(EntityRef::new("k", "1"));
+        let skip = PredictRequest {
+            event: &e,
+            observe: Observe::Skip,
+            deadline: None,
+        };
+        let reqs = [
+            PredictRequest::learning(&e),
+            skip,
+            PredictRequest::learning(&e),
+        ];
+        let got: Vec<String> = p
+            .predict_batch_blocking(&reqs)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.unwrap().top().unwrap().event_type.to_string())
+            .collect();
+        assert_eq!(got, ["seen-1", "seen-1", "seen-2"]);
+    }
+
+    #[derive(Debug)]
+    struct Remote;
+
+    #[async_trait]
+    impl Predictor for Remote {
+        fn name(&self) -> &str {
+            "remote"
+        }
+        async fn predict(&self, _: PredictRequest<'_>) -> Result<Forecast, PredictError> {
+            Ok(Forecast::default())
+        }
+    }
+
+    #[test]
+    fn a_predictor_is_not_blocking_unless_it_says_so() {
+        let e = Event::new("e", "t", Timestamp::EPOCH);
+        assert!(!Remote.is_blocking());
+        assert!(
+            Remote
+                .predict_batch_blocking(&[PredictRequest::learning(&e)])
+                .is_none()
+        );
     }
 }
