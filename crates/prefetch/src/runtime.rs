@@ -4,7 +4,8 @@
 //! - [`Prefetcher::on_event`] applies an event's invalidations, asks the predictor (through the
 //!   circuit breaker, with a deadline) and schedules the predicted loads. Ack the event after it
 //!   returns. [`Prefetcher::on_events`] does the same for a batch of events, sending all their
-//!   invalidations at once.
+//!   invalidations at once; an in-process model predicts the batch on a blocking thread, off the
+//!   async workers.
 //! - [`Prefetcher::run`] loads due batches in the background, writes them with their TTL, and
 //!   retries failures with backoff.
 //! - [`Prefetcher::get`] is the consumer API: cache first (only a current version), else join a
@@ -24,8 +25,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use prescient_core::{
-    Cache, Clock, EntityKey, Entry, Event, Observe, PredictError, PredictRequest, Predictor,
-    SmolStr, Store, StoreError, Timestamp, Version,
+    Cache, Clock, EntityKey, Entry, Event, Forecast, Observe, PredictError, PredictRequest,
+    Predictor, Relation, SmolStr, Store, StoreError, Timestamp, Version,
 };
 use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, oneshot};
@@ -164,6 +165,8 @@ struct Tracked {
     version: Version,
     expires: Timestamp,
     prefetched_unread: bool,
+    /// How the predictor found the entity (for a prefetched entry).
+    relation: Relation,
 }
 
 type Waiter = oneshot::Sender<Result<Option<Entry>, ReadError>>;
@@ -313,6 +316,10 @@ impl Prefetcher {
     /// Applying every invalidation of the batch first is safe: a floor only ever rises, so
     /// sending it earlier can only refuse more stale writes, never admit one.
     ///
+    /// A [blocking](Predictor::is_blocking) predictor (an in-process model) predicts the whole
+    /// batch on a thread of the blocking pool, not on an async worker; an asynchronous one is
+    /// awaited event by event, with the timeout.
+    ///
     /// # Cancel safety
     /// Cancelling may skip the predictions of some events; invalidations already sent stay
     /// applied.
@@ -320,6 +327,21 @@ impl Prefetcher {
         let m = &self.inner.metrics;
         m.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         self.invalidate_written(events).await;
+        let predictor = self.predictor();
+        let (offered, woke) = if predictor.is_blocking() {
+            self.predict_off_the_runtime(events, predictor).await
+        } else {
+            self.predict_each(events).await
+        };
+        if woke {
+            self.inner.wake.notify_one();
+        }
+        offered
+    }
+
+    /// Predicts `events` with an asynchronous predictor, one after the other; returns the
+    /// predictions offered and whether any prediction succeeded.
+    async fn predict_each(&self, events: &[Event]) -> (usize, bool) {
         let mut offered = 0;
         let mut woke = false;
         for (i, event) in events.iter().enumerate() {
@@ -333,10 +355,92 @@ impl Prefetcher {
                 woke = true;
             }
         }
-        if woke {
-            self.inner.wake.notify_one();
+        (offered, woke)
+    }
+
+    /// Predicts `events` with a [blocking](Predictor::is_blocking) predictor on a thread of the
+    /// runtime's blocking pool ([`tokio::task::spawn_blocking`], which a current-thread runtime
+    /// has too), so that the model's CPU work does not hold up the async workers (cache reads,
+    /// acks). The predictions are offered in the order of the events, as
+    /// [`Prefetcher::predict_each`] offers them.
+    ///
+    /// Cancelling the returned future lets the prediction of the batch finish and offers its
+    /// results regardless.
+    async fn predict_off_the_runtime(
+        &self,
+        events: &[Event],
+        predictor: Arc<dyn Predictor>,
+    ) -> (usize, bool) {
+        let this = self.clone();
+        let events = events.to_vec();
+        let task = tokio::task::spawn_blocking(move || this.predict_blocking(&events, &*predictor));
+        match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => (0, false),
         }
-        offered
+    }
+
+    /// Predicts `events` with a blocking predictor, on the calling thread, and offers the
+    /// predictions in order. The breaker is asked as for [`Prefetcher::predict_and_offer`]
+    /// event by event, but while it is closed all the remaining events go to the predictor in
+    /// one batch ([`Predictor::predict_batch_blocking`]); if failures in that batch open it, the
+    /// answers after the one that opened it are dropped, as if refused. A blocking computation
+    /// cannot be abandoned, so there is no timeout.
+    fn predict_blocking(&self, events: &[Event], predictor: &dyn Predictor) -> (usize, bool) {
+        let mut offered = 0;
+        let mut woke = false;
+        let mut i = 0;
+        while i < events.len() {
+            let now = self.inner.clock.now();
+            let take = {
+                let mut s = self.state();
+                if s.breaker.state(now) == BreakerState::Closed {
+                    events.len() - i
+                } else if s.breaker.allow(now) {
+                    1
+                } else {
+                    0
+                }
+            };
+            if take == 0 {
+                i += 1;
+                continue;
+            }
+            let round = &events[i..i + take];
+            i += take;
+            let deadline = now.plus(self.inner.cfg.predict_timeout);
+            let reqs: Vec<PredictRequest<'_>> = round
+                .iter()
+                .map(|event| PredictRequest {
+                    event,
+                    observe: Observe::Learn,
+                    deadline: Some(deadline),
+                })
+                .collect();
+            let mut results = predictor
+                .predict_batch_blocking(&reqs)
+                .unwrap_or_default()
+                .into_iter();
+            for event in round {
+                let result = results.next().unwrap_or_else(|| {
+                    Err(PredictError::Internal(format!(
+                        "{} gave fewer answers than requests",
+                        predictor.name()
+                    )))
+                });
+                if let Some(n) = self.take_forecast(event, result) {
+                    offered += n;
+                    woke = true;
+                }
+                if self.state().breaker.state(self.inner.clock.now()) != BreakerState::Closed {
+                    // Failures opened the breaker: it would have refused the rest.
+                    break;
+                }
+            }
+        }
+        (offered, woke)
     }
 
     /// Sends the invalidations of `events`: for each written entity its highest version, all at
@@ -409,6 +513,16 @@ impl Prefetcher {
             Ok(r) => r,
             Err(_) => Err(PredictError::Timeout),
         };
+        self.take_forecast(event, result)
+    }
+
+    /// Records the outcome of the prediction of `event` with the breaker and offers its
+    /// predictions to the planner. `None` when the prediction failed.
+    fn take_forecast(
+        &self,
+        event: &Event,
+        result: Result<Forecast, PredictError>,
+    ) -> Option<usize> {
         let now = self.inner.clock.now();
         let mut s = self.state();
         match result {
@@ -423,6 +537,7 @@ impl Prefetcher {
                             confidence: p.confidence,
                             expected_at: p.expected_at,
                             latest: p.latest,
+                            relation: p.relation,
                         },
                     );
                 }
@@ -594,7 +709,8 @@ impl Prefetcher {
         {
             t.prefetched_unread = false;
             m.prefetches_used.fetch_add(1, Ordering::Relaxed);
-            s.planner.on_prefetch_used();
+            let relation = t.relation;
+            s.planner.on_prefetch_used(relation);
         }
     }
 
@@ -777,6 +893,7 @@ impl Prefetcher {
                             version: e.version,
                             expires,
                             prefetched_unread: false,
+                            relation: Relation::Same,
                         },
                     );
                 }
@@ -862,6 +979,7 @@ impl Prefetcher {
                             version: e.version,
                             expires,
                             prefetched_unread: false,
+                            relation: Relation::Same,
                         },
                     ),
                     (_, Some(Err(error))) => {
@@ -968,6 +1086,7 @@ impl Prefetcher {
                             version: entry.version,
                             expires: now.plus(ttl),
                             prefetched_unread: true,
+                            relation: item.relation,
                         };
                         self.track(&mut s, item.key.clone(), t);
                     }
@@ -1069,7 +1188,7 @@ mod tests {
 
     use async_trait::async_trait;
     use prescient_cache_mem::MemCache;
-    use prescient_core::{Forecast, Mutation, SystemClock};
+    use prescient_core::{EntityRef, Mutation, Prediction, Relation, SystemClock};
 
     use super::*;
 
@@ -1129,6 +1248,128 @@ mod tests {
             store.clone(),
         );
         (pf, store, cache)
+    }
+
+    /// An in-process model: predicts entity `a/<event id>` for each event, keeps the ids it
+    /// saw in order and the threads it ran on, and fails when told to.
+    #[derive(Debug, Default)]
+    struct InProcess {
+        fail: bool,
+        seen: Mutex<Vec<String>>,
+        threads: Mutex<Vec<std::thread::ThreadId>>,
+    }
+
+    #[async_trait]
+    impl Predictor for InProcess {
+        fn name(&self) -> &str {
+            "in-process"
+        }
+        async fn predict(&self, _: PredictRequest<'_>) -> Result<Forecast, PredictError> {
+            Err(PredictError::Internal(
+                "awaited, not called on a blocking thread".into(),
+            ))
+        }
+        fn is_blocking(&self) -> bool {
+            true
+        }
+        fn predict_batch_blocking(
+            &self,
+            reqs: &[PredictRequest<'_>],
+        ) -> Option<Vec<Result<Forecast, PredictError>>> {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
+            Some(
+                reqs.iter()
+                    .map(|r| {
+                        self.seen.lock().unwrap().push(r.event.id.to_string());
+                        if self.fail {
+                            return Err(PredictError::Unavailable("down".into()));
+                        }
+                        let mut f = Forecast::default();
+                        f.entities.push(Prediction {
+                            entity: EntityKey::new("a", r.event.id.clone()),
+                            confidence: 0.9,
+                            expected_at: r.event.time,
+                            latest: r.event.time.plus(Duration::from_secs(60)),
+                            event_type: None,
+                            relation: Relation::Same,
+                        });
+                        Ok(f)
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    fn in_process(cfg: PrefetcherConfig, model: Arc<InProcess>) -> Prefetcher {
+        Prefetcher::new(
+            cfg,
+            Arc::new(SystemClock),
+            model,
+            Arc::new(MemCache::new(100, Duration::from_secs(60))),
+            Arc::new(Rows::default()),
+        )
+    }
+
+    fn events(pf: &Prefetcher, ids: &[&str]) -> Vec<Event> {
+        ids.iter()
+            .map(|id| Event::new(*id, "t", pf.now()).with_entity(EntityRef::new("a", *id)))
+            .collect()
+    }
+
+    async fn predicts_a_batch_off_the_runtime_in_order() {
+        let model = Arc::new(InProcess::default());
+        let pf = in_process(PrefetcherConfig::default(), model.clone());
+        let offered = pf.on_events(&events(&pf, &["e1", "e2", "e3"])).await;
+        assert_eq!(offered, 3);
+        assert_eq!(pf.metrics().predictions.load(Ordering::Relaxed), 3);
+        assert_eq!(pf.metrics().predictor_errors.load(Ordering::Relaxed), 0);
+        assert_eq!(*model.seen.lock().unwrap(), ["e1", "e2", "e3"]);
+        let threads = model.threads.lock().unwrap().clone();
+        assert_eq!(threads.len(), 1, "one batch");
+        assert_ne!(threads[0], std::thread::current().id());
+        assert_eq!(pf.snapshot().queue_depth, 3);
+    }
+
+    #[tokio::test]
+    async fn a_blocking_predictor_predicts_a_batch_off_a_current_thread_runtime() {
+        predicts_a_batch_off_the_runtime_in_order().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_blocking_predictor_predicts_a_batch_off_a_multi_thread_runtime() {
+        predicts_a_batch_off_the_runtime_in_order().await;
+    }
+
+    #[tokio::test]
+    async fn failures_in_a_blocking_batch_open_the_breaker_and_the_rest_is_refused() {
+        let model = Arc::new(InProcess {
+            fail: true,
+            ..InProcess::default()
+        });
+        let cfg = PrefetcherConfig {
+            breaker: BreakerConfig {
+                failure_threshold: 2,
+                open_for: Duration::from_secs(3600),
+            },
+            ..PrefetcherConfig::default()
+        };
+        let pf = in_process(cfg, model.clone());
+        let offered = pf.on_events(&events(&pf, &["e1", "e2", "e3", "e4"])).await;
+        assert_eq!(offered, 0);
+        assert_eq!(pf.metrics().predictor_errors.load(Ordering::Relaxed), 2);
+        assert_eq!(pf.snapshot().breaker, BreakerState::Open);
+        let asked = model.seen.lock().unwrap().len();
+        pf.on_events(&events(&pf, &["e5", "e6"])).await;
+        assert_eq!(
+            model.seen.lock().unwrap().len(),
+            asked,
+            "the open breaker refuses"
+        );
+        assert_eq!(pf.metrics().predictor_errors.load(Ordering::Relaxed), 2);
+        assert_eq!(pf.metrics().events.load(Ordering::Relaxed), 6);
     }
 
     fn outcomes(rs: &[Result<(Entry, ReadOutcome), ReadError>]) -> Vec<&'static str> {
