@@ -54,10 +54,11 @@ pub struct Prediction {
 }
 
 /// How a predicted entity relates to the event that triggered the prediction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Relation {
     /// An entity of the triggering event itself.
+    #[default]
     Same,
     /// An entity linked to one of the event's entities by role or kind in earlier events.
     Linked,
@@ -65,9 +66,26 @@ pub enum Relation {
     Successor,
     /// The next ids of a sequential or strided run.
     Sequential,
+    /// An entity read before, whose cached copy is refreshed after it expires because a read
+    /// is likely in the window that follows.
+    Refresh,
 }
 
 impl Relation {
+    /// Every relation, in the order of [`Relation::index`].
+    pub const ALL: [Relation; 5] = [
+        Relation::Same,
+        Relation::Linked,
+        Relation::Successor,
+        Relation::Sequential,
+        Relation::Refresh,
+    ];
+
+    /// The position of the relation in [`Relation::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// A short name, for metrics and explanations.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,6 +93,7 @@ impl Relation {
             Relation::Linked => "linked",
             Relation::Successor => "successor",
             Relation::Sequential => "sequential",
+            Relation::Refresh => "refresh",
         }
     }
 }

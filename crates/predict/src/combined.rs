@@ -195,7 +195,18 @@ impl OnlineModel for PrescientModel {
 
     fn forecast(&mut self, event: &Event) -> Forecast {
         let mut f = self.relational.forecast(event);
-        let more = [self.reuse.forecast(event), self.keys.forecast(event)];
+        let mut more = [self.reuse.forecast(event), self.keys.forecast(event)];
+        // A prediction whose whole window falls while the entity's copy is still fresh would
+        // load nothing new (the prefetcher skips it); left in, it would displace a refresh
+        // planned for the same entity.
+        let reuse = &self.reuse;
+        let useful = |p: &Prediction| {
+            reuse
+                .fresh_until(&p.entity)
+                .is_none_or(|until| p.latest.as_micros() > until)
+        };
+        f.entities.retain(useful);
+        more[1].entities.retain(useful);
         self.watch(0, &f.entities);
         self.watch(1, &more[0].entities);
         self.watch(2, &more[1].entities);

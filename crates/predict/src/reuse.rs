@@ -198,6 +198,15 @@ impl ReuseModel {
             })
     }
 
+    /// Until when `key`'s cached copy (as last filled by a read) is assumed fresh; `None` for
+    /// an entity not tracked, or without a data-age limit.
+    pub fn fresh_until(&self, key: &EntityKey) -> Option<i64> {
+        if self.window_us <= 0 {
+            return None;
+        }
+        self.entities.get(key).map(|s| self.start_of(s.fill, 1))
+    }
+
     /// Entities tracked now.
     pub fn tracked(&self) -> usize {
         self.entities.len()
@@ -457,7 +466,7 @@ impl OnlineModel for ReuseModel {
                         expected_at: Timestamp::from_micros(start),
                         latest: Timestamp::from_micros(end),
                         event_type: None,
-                        relation: Relation::Same,
+                        relation: Relation::Refresh,
                     });
                 }
             }

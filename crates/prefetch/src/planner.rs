@@ -10,7 +10,9 @@
 //!   precision, the threshold is learned online: the driver reports each prefetch that served a
 //!   read ([`Planner::on_prefetch_used`]), and the threshold rises while the recent share of used
 //!   prefetches is below the target and falls while it is above, within bounds. A wasted
-//!   prefetch is load on the store; a useful one saves a miss.
+//!   prefetch is load on the store; a useful one saves a miss. Each [`Relation`] (the same
+//!   entity, a linked one, a successor, a sequential run, a refresh) has its own threshold and
+//!   record, so that a weak source of predictions does not silence a strong one.
 //! - **Just in time.** A read expected at `t` is loaded at `t - lead`, not now.
 //! - **One plan per entity.** A newer prediction for an entity replaces the pending one.
 //! - **Skips.** At load time, entities cached with a current entry that is still usable at the
@@ -30,7 +32,7 @@ use std::fmt::Debug;
 use std::hash::Hash;
 use std::time::Duration;
 
-use prescient_core::{EntityKey, SmolStr, Timestamp};
+use prescient_core::{EntityKey, Relation, SmolStr, Timestamp};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rustc_hash::FxHashMap;
@@ -121,6 +123,8 @@ pub struct Offer<K> {
     pub expected_at: Timestamp,
     /// The end of the window.
     pub latest: Timestamp,
+    /// How the predictor found the entity: each relation has its own learned threshold.
+    pub relation: Relation,
 }
 
 /// Who started a load.
@@ -162,6 +166,8 @@ pub struct BatchItem<K> {
     pub latest: Timestamp,
     /// Attempts so far, this one included.
     pub attempt: u32,
+    /// How the predictor found the entity (report it with [`Planner::on_prefetch_used`]).
+    pub relation: Relation,
 }
 
 /// Entities of one kind to load together.
@@ -214,6 +220,7 @@ struct Plan {
     expected_at: Timestamp,
     latest: Timestamp,
     attempt: u32,
+    relation: Relation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -266,10 +273,17 @@ pub struct Planner<K: PlanKey> {
     budget: Budget,
     rng: SmallRng,
     stats: PlannerStats,
+    /// Per relation ([`Relation::index`]): the threshold in force, recent prefetches issued
+    /// and used (decayed), and prefetches issued.
+    relations: [RelationThreshold; Relation::ALL.len()],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RelationThreshold {
     threshold: f32,
-    /// Recent prefetches issued and used, decayed.
     recent_issued: f32,
     recent_used: f32,
+    issued: u64,
 }
 
 /// How fast the recent counts of issued and used prefetches forget (per prefetch issued).
@@ -294,9 +308,12 @@ impl<K: PlanKey> Planner<K> {
             budget,
             rng,
             stats: PlannerStats::default(),
-            threshold: cfg.threshold,
-            recent_issued: 0.0,
-            recent_used: 0.0,
+            relations: [RelationThreshold {
+                threshold: cfg.threshold,
+                recent_issued: 0.0,
+                recent_used: 0.0,
+                issued: 0,
+            }; Relation::ALL.len()],
             cfg,
         }
     }
@@ -311,35 +328,41 @@ impl<K: PlanKey> Planner<K> {
         &self.stats
     }
 
-    /// The confidence threshold in force (learned, if the settings have a target precision).
-    pub fn threshold(&self) -> f32 {
-        self.threshold
+    /// The confidence threshold in force for predictions found through `relation` (learned,
+    /// if the settings have a target precision).
+    pub fn threshold(&self, relation: Relation) -> f32 {
+        self.relations[relation.index()].threshold
     }
 
-    /// A prefetched entry served a read that would otherwise have missed.
-    pub fn on_prefetch_used(&mut self) {
-        self.recent_used += 1.0;
+    /// A prefetch found through `relation` served a read that would otherwise have missed.
+    pub fn on_prefetch_used(&mut self, relation: Relation) {
+        self.relations[relation.index()].recent_used += 1.0;
     }
 
-    fn adapt_threshold(&mut self) {
-        self.recent_issued = self.recent_issued * PRECISION_DECAY + 1.0;
-        self.recent_used *= PRECISION_DECAY;
-        let Some(target) = self.cfg.target_precision else {
+    /// Moves the threshold of `relation` after one of its prefetches was issued: up while the
+    /// recent share of its prefetches that were used is below the target, down while above.
+    /// Each relation is judged by its own record, so a weak source of predictions does not
+    /// silence a strong one.
+    fn adapt_threshold(&mut self, relation: Relation) {
+        let target = self.cfg.target_precision;
+        let (lo, hi) = self.cfg.threshold_bounds;
+        let r = &mut self.relations[relation.index()];
+        r.issued += 1;
+        r.recent_issued = r.recent_issued * PRECISION_DECAY + 1.0;
+        r.recent_used *= PRECISION_DECAY;
+        let Some(target) = target else {
             return;
         };
-        if !self.stats.issued.is_multiple_of(ADJUST_EVERY)
-            || self.recent_issued < 2.0 * ADJUST_EVERY as f32
-        {
+        if !r.issued.is_multiple_of(ADJUST_EVERY) || r.recent_issued < 2.0 * ADJUST_EVERY as f32 {
             return;
         }
-        let precision = self.recent_used / self.recent_issued;
-        let (lo, hi) = self.cfg.threshold_bounds;
+        let precision = r.recent_used / r.recent_issued;
         let step = if precision < target {
             THRESHOLD_STEP
         } else {
             -THRESHOLD_STEP
         };
-        self.threshold = (self.threshold + step).clamp(lo.min(hi), hi.max(lo));
+        r.threshold = (r.threshold + step).clamp(lo.min(hi), hi.max(lo));
     }
 
     /// Plans waiting to be loaded.
@@ -355,7 +378,7 @@ impl<K: PlanKey> Planner<K> {
     /// Offers a prediction made at `now`.
     pub fn offer(&mut self, now: Timestamp, offer: Offer<K>) {
         self.stats.offered += 1;
-        if offer.confidence < self.threshold || offer.confidence.is_nan() {
+        if offer.confidence < self.threshold(offer.relation) || offer.confidence.is_nan() {
             self.stats.below_threshold += 1;
             return;
         }
@@ -372,6 +395,7 @@ impl<K: PlanKey> Planner<K> {
             expected_at: offer.expected_at,
             latest: offer.latest.max(offer.expected_at),
             attempt: 0,
+            relation: offer.relation,
         };
         match self.pending.get_mut(&offer.key) {
             Some(old) => {
@@ -537,7 +561,7 @@ impl<K: PlanKey> Planner<K> {
             );
             self.prefetches_in_flight += 1;
             self.stats.issued += 1;
-            self.adapt_threshold();
+            self.adapt_threshold(plan.relation);
             let item = BatchItem {
                 key: r.key,
                 load,
@@ -545,6 +569,7 @@ impl<K: PlanKey> Planner<K> {
                 expected_at: plan.expected_at,
                 latest: plan.latest,
                 attempt: plan.attempt + 1,
+                relation: plan.relation,
             };
             let kind = item.key.kind();
             match by_kind
@@ -607,6 +632,7 @@ impl<K: PlanKey> Planner<K> {
                         expected_at: item.expected_at,
                         latest: item.latest,
                         attempt: item.attempt,
+                        relation: item.relation,
                     };
                     tracing::debug!(message = "Prefetch failed; retrying.", entity = ?item.key, attempt = item.attempt, retry_in_ms = retry_at.since(now).as_millis() as u64);
                     self.pending.insert(item.key.clone(), plan);
@@ -655,6 +681,7 @@ mod tests {
             confidence: conf,
             expected_at: ms(at),
             latest: ms(at + 1000),
+            relation: Relation::Same,
         }
     }
 
@@ -714,15 +741,52 @@ mod tests {
                     for item in b.items {
                         p.complete(ms(i64::from(i) + 22), &item, Ok(()));
                         if used {
-                            p.on_prefetch_used();
+                            p.on_prefetch_used(item.relation);
                         }
                     }
                 }
             }
-            p.threshold()
+            p.threshold(Relation::Same)
         };
         assert!((run(false) - 0.9).abs() < 1e-3, "wasted: {}", run(false));
         assert!((run(true) - 0.3).abs() < 1e-3, "used: {}", run(true));
+    }
+
+    #[test]
+    fn each_relation_learns_its_own_threshold() {
+        // Linked predictions are always wasted, refreshes always used: the waste of one
+        // relation must not raise the threshold of the other.
+        let mut p = Planner::new(PlannerConfig {
+            threshold: 0.5,
+            target_precision: Some(0.5),
+            threshold_bounds: (0.3, 0.9),
+            max_in_flight: 1_000_000,
+            ..cfg()
+        });
+        for i in 0..5_000u32 {
+            p.on_read();
+            p.on_read();
+            let t = i64::from(i);
+            for (id, relation) in [(2 * i, Relation::Linked), (2 * i + 1, Relation::Refresh)] {
+                p.offer(
+                    ms(t),
+                    Offer {
+                        relation,
+                        ..offer((0, id), 0.95, t + 20)
+                    },
+                );
+            }
+            for b in p.poll(ms(t + 20), &mut |_, _| false) {
+                for item in b.items {
+                    p.complete(ms(t + 22), &item, Ok(()));
+                    if item.relation == Relation::Refresh {
+                        p.on_prefetch_used(item.relation);
+                    }
+                }
+            }
+        }
+        assert!((p.threshold(Relation::Linked) - 0.9).abs() < 1e-3);
+        assert!((p.threshold(Relation::Refresh) - 0.3).abs() < 1e-3);
     }
 
     #[test]

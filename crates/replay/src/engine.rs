@@ -10,7 +10,9 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use prescient_core::{EntityKey, Observe, PredictError, PredictRequest, Predictor, Timestamp};
+use prescient_core::{
+    EntityKey, Observe, PredictError, PredictRequest, Predictor, Relation, Timestamp,
+};
 use prescient_prefetch::{
     BatchItem, Breaker, BreakerConfig, Failure, Offer, PlanKey, Planner, PlannerConfig,
     PlannerStats,
@@ -120,6 +122,7 @@ struct Flight {
     version: u64,
     prefetch: bool,
     useful: bool,
+    relation: Relation,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +136,7 @@ struct PrefetchTag {
     active: bool,
     counted: bool,
     prev_valid_until: i64,
+    relation: Relation,
 }
 
 struct Prescient<'p> {
@@ -346,7 +350,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                     if tag.active && !tag.counted && tag.prev_valid_until <= t {
                         tag.counted = true;
                         self.stats.useful_prefetches += 1;
-                        p.planner.on_prefetch_used();
+                        p.planner.on_prefetch_used(tag.relation);
                     }
                 }
                 continue;
@@ -361,7 +365,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                     f.useful = true;
                     self.stats.useful_prefetches += 1;
                     if let Some(p) = &mut self.prescient {
-                        p.planner.on_prefetch_used();
+                        p.planner.on_prefetch_used(f.relation);
                     }
                 }
                 continue;
@@ -394,6 +398,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                 version,
                 prefetch: false,
                 useful: false,
+                relation: Relation::Same,
             },
         );
         self.load_info
@@ -436,6 +441,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                             confidence: pred.confidence,
                             expected_at: pred.expected_at,
                             latest: pred.latest,
+                            relation: pred.relation,
                         },
                     );
                 }
@@ -493,6 +499,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                         version,
                         prefetch: true,
                         useful: false,
+                        relation: item.relation,
                     },
                 );
                 self.load_info
@@ -556,6 +563,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                         active: true,
                         counted: joined_useful,
                         prev_valid_until,
+                        relation: item.relation,
                     };
                 }
                 self.poll(done);
