@@ -12,7 +12,8 @@ use anyhow::Context;
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use prescient_core::{
-    Cache, CacheError, EntityKey, Entry, Event, PutOutcome, SmolStr, Store, StoreError, Version,
+    Cache, CacheError, Clock, EntityKey, Entry, Event, PutOutcome, SmolStr, Store, StoreError,
+    SystemClock, Timestamp, Version,
 };
 use prescient_prefetch::{Prefetcher, ReadOutcome};
 use prescient_server::{Config, Service};
@@ -59,9 +60,25 @@ pub struct LiveArgs {
     /// Events whose entities the consumer reads at once (one read per event, up to this many).
     #[arg(long, default_value_t = 64)]
     pub consumer_concurrency: usize,
+    /// Which time `serve` gives the events: `event` trusts the log's times, `now` shifts the
+    /// log so that its first event happens now (keeping the gaps between events) and trusts
+    /// those, `arrival` stamps each event with its arrival (the `[serve] event_time` default).
+    #[arg(long, value_enum, default_value_t = Times::Event)]
+    pub times: Times,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Event times in `bench live`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Times {
+    /// The log's own times (`[serve] event_time = "event"`).
+    Event,
+    /// The log's times shifted so that the first event happens now, gaps kept.
+    Now,
+    /// Each event's arrival at `serve` (`[serve] event_time = "arrival"`).
+    Arrival,
 }
 
 /// One side of the comparison.
@@ -109,6 +126,8 @@ pub struct PrefetchCounts {
 pub struct LiveResult {
     /// Events in the run.
     pub events: usize,
+    /// Which event times `serve` used: `event`, `now` or `arrival` (`--times`).
+    pub times: &'static str,
     /// Events per second from the first publish until `serve` processed the last event.
     pub events_per_sec: f64,
     /// Events per second the publisher achieved (flush included).
@@ -445,6 +464,17 @@ fn live(args: LiveArgs) -> anyhow::Result<()> {
         events.truncate(n);
     }
     anyhow::ensure!(!events.is_empty(), "the log has no events");
+    if args.times == Times::Now {
+        let first = events
+            .iter()
+            .map(|e| e.time)
+            .min()
+            .unwrap_or(Timestamp::EPOCH);
+        let shift = SystemClock.now().as_micros() - first.as_micros();
+        for e in &mut events {
+            e.time = Timestamp::from_micros(e.time.as_micros().saturating_add(shift));
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -569,7 +599,14 @@ url = "{pgurl}"
 table = "{table}"
 [admin]
 enabled = false
+[serve]
+event_time = "{event_time}"
 "#,
+        event_time = if args.times == Times::Arrival {
+            "arrival"
+        } else {
+            "event"
+        },
         nats = args.nats,
         redis = args.redis,
         pgurl = args.postgres,
@@ -663,6 +700,11 @@ enabled = false
     let cache_aside = rec_c.side(loads.load(Ordering::Relaxed));
     Ok(LiveResult {
         events: n,
+        times: match args.times {
+            Times::Event => "event",
+            Times::Now => "now",
+            Times::Arrival => "arrival",
+        },
         events_per_sec: n as f64 / serve_took.as_secs_f64().max(1e-9),
         publish_events_per_sec: n as f64 / pub_took.as_secs_f64().max(1e-9),
         prescient,
