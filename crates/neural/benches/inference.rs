@@ -63,6 +63,18 @@ fn model_with_types(types: usize) -> NeuralModel {
     }
 }
 
+/// Requests for `events`, without deadlines.
+fn requests(events: &[Event], observe: Observe) -> Vec<PredictRequest<'_>> {
+    events
+        .iter()
+        .map(|event| PredictRequest {
+            event,
+            observe,
+            deadline: None,
+        })
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let m = model();
     let mut g = c.benchmark_group("neural");
@@ -72,24 +84,11 @@ fn bench(c: &mut Criterion) {
     let history: Vec<Event> = (0..256)
         .flat_map(|c| (0..7).map(move |i| event(c, i)))
         .collect();
-    let warm: Vec<PredictRequest<'_>> = history
-        .iter()
-        .map(|e| PredictRequest {
-            event: e,
-            observe: Observe::Track,
-            deadline: None,
-        })
-        .collect();
-    let _ = server.predict_batch(&warm).now_or_never();
+    let _ = server
+        .predict_batch(&requests(&history, Observe::Track))
+        .now_or_never();
     let next: Vec<Event> = (0..256).map(|c| event(c, 7)).collect();
-    let reqs: Vec<PredictRequest<'_>> = next
-        .iter()
-        .map(|e| PredictRequest {
-            event: e,
-            observe: Observe::Skip,
-            deadline: None,
-        })
-        .collect();
+    let reqs = requests(&next, Observe::Skip);
     g.throughput(Throughput::Elements(reqs.len() as u64));
     g.bench_function("server_batch_256", |b| {
         b.iter(|| black_box(server.predict_batch(black_box(&reqs)).now_or_never()))
@@ -165,24 +164,11 @@ fn summary(types: usize) {
     let history: Vec<Event> = (0..256)
         .flat_map(|c| (0..7).map(move |i| event(c, i)))
         .collect();
-    let warm: Vec<PredictRequest<'_>> = history
-        .iter()
-        .map(|e| PredictRequest {
-            event: e,
-            observe: Observe::Track,
-            deadline: None,
-        })
-        .collect();
-    let _ = server.predict_batch(&warm).now_or_never();
+    let _ = server
+        .predict_batch(&requests(&history, Observe::Track))
+        .now_or_never();
     let next: Vec<Event> = (0..256).map(|c| event(c, 7)).collect();
-    let reqs: Vec<PredictRequest<'_>> = next
-        .iter()
-        .map(|e| PredictRequest {
-            event: e,
-            observe: Observe::Skip,
-            deadline: None,
-        })
-        .collect();
+    let reqs = requests(&next, Observe::Skip);
     let mut rates: Vec<f64> = (0..200)
         .map(|_| {
             let t = Instant::now();
