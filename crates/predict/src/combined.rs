@@ -9,54 +9,64 @@
 //!   integer ids (block and key traces).
 //!
 //! Each sees every event. The forecast takes its next types from the relational model, and its
-//! entities from all three: an entity predicted by more than one keeps its most confident
-//! prediction.
+//! entities from all three: an entity predicted by more than one for overlapping windows keeps
+//! its most confident prediction; predictions for disjoint windows of one entity all stay.
 //!
-//! **Sources are checked against what happens.** A sample of each part's entity predictions is
-//! watched: a prediction comes true if its entity is touched before its window ends. A part
-//! whose watched predictions come true less than half of the time (after enough of them) stops
-//! contributing entities until its record recovers; it keeps being watched. So a part that
-//! does not fit a log (readahead over ids that are not sequential, say) costs no store load.
+//! **Sources are checked against what happens.** A sample of the entity predictions of each
+//! [`Relation`] (same entity, linked, successor, sequential run, refresh) is watched: a
+//! prediction comes true if its entity is touched before its window ends. A relation whose
+//! watched predictions come true less than half of the time, and less than 80% as often as
+//! their confidences promised (after enough of them), stops contributing entities until its
+//! record recovers; it keeps being watched. So a relation that does not fit a log (readahead
+//! over ids that are not sequential, say) costs no store load, and a part whose other relation
+//! fits (sequential runs of case ids, say) keeps it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use prescient_core::{EntityKey, Event, Forecast, Observe, OnlineModel, Prediction};
+use prescient_core::{EntityKey, Event, Forecast, Observe, OnlineModel, Prediction, Relation};
 use rustc_hash::FxHashMap;
 
 use crate::{KeyConfig, KeyModel, RelationalConfig, RelationalModel, ReuseConfig, ReuseModel};
 
-/// Parts whose entity predictions are watched: relational, reuse, keys.
-const PARTS: usize = 3;
-const PART_NAMES: [&str; PARTS] = ["relational", "reuse", "keys"];
+/// Relations whose entity predictions are watched, each on its own record.
+const RELATIONS: usize = Relation::ALL.len();
 /// One prediction in this many is watched.
 const WATCH_EVERY: u64 = 8;
 /// At most this many predictions are watched at once.
 const MAX_WATCHED: usize = 200_000;
-/// A part is judged once this many (decayed) watched predictions have resolved.
+/// A relation is judged once this many (decayed) watched predictions have resolved.
 const MIN_RESOLVED: f32 = 100.0;
 /// Watched counts halve beyond this, so that the record follows drift.
 const MAX_RESOLVED: f32 = 5_000.0;
-/// A part contributes while at least this share of its watched predictions come true.
+/// A relation contributes while at least this share of its watched predictions come true...
 const MIN_SHARE: f32 = 0.5;
+/// ... or while its confidences keep their promise: at least this share of the predictions
+/// its confidences expected to come true did. A calibrated relation that is often unsure stays
+/// (the prefetcher's threshold filters its unsure predictions); an overconfident one goes.
+const KEPT_PROMISE: f32 = 0.8;
 /// How long a prediction without a data-age window is watched past its expected time.
 const DEFAULT_WATCH: Duration = Duration::from_secs(3600);
 
-/// The record of one part's watched predictions (of entities not read within the data-age
+/// The record of one relation's watched predictions (of entities not read within the data-age
 /// window, whose prefetch would be a store load).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PartRecord {
+pub struct RelationRecord {
     /// Watched predictions resolved (decayed).
     pub resolved: f32,
     /// Of those, the ones that came true.
     pub came_true: f32,
+    /// The sum of their confidences: how many were expected to come true.
+    pub expected: f32,
 }
 
-impl PartRecord {
-    /// Whether the part's entity predictions are used.
+impl RelationRecord {
+    /// Whether the relation's entity predictions are used.
     pub fn trusted(&self) -> bool {
-        self.resolved < MIN_RESOLVED || self.came_true >= MIN_SHARE * self.resolved
+        self.resolved < MIN_RESOLVED
+            || self.came_true >= MIN_SHARE * self.resolved
+            || self.came_true >= KEPT_PROMISE * self.expected
     }
 }
 
@@ -66,8 +76,8 @@ pub struct PrescientModel {
     relational: RelationalModel,
     reuse: ReuseModel,
     keys: KeyModel,
-    records: [PartRecord; PARTS],
-    watched: FxHashMap<EntityKey, (usize, i64)>,
+    records: [RelationRecord; RELATIONS],
+    watched: FxHashMap<EntityKey, (usize, i64, f32)>,
     deadlines: BinaryHeap<Reverse<(i64, EntityKey)>>,
     watch_span_us: i64,
     seen: u64,
@@ -87,7 +97,7 @@ impl PrescientModel {
             relational,
             reuse: ReuseModel::new(ReuseConfig::default()),
             keys: KeyModel::new(KeyConfig::default()),
-            records: [PartRecord::default(); PARTS],
+            records: [RelationRecord::default(); RELATIONS],
             watched: FxHashMap::default(),
             deadlines: BinaryHeap::new(),
             watch_span_us: DEFAULT_WATCH.as_micros() as i64,
@@ -96,23 +106,27 @@ impl PrescientModel {
         }
     }
 
-    /// How each part's watched predictions fared, by part name.
-    pub fn records(&self) -> impl Iterator<Item = (&'static str, PartRecord)> + '_ {
-        PART_NAMES.iter().copied().zip(self.records.iter().copied())
+    /// How each relation's watched predictions fared, by relation name.
+    pub fn records(&self) -> impl Iterator<Item = (&'static str, RelationRecord)> + '_ {
+        Relation::ALL
+            .iter()
+            .map(|r| (r.as_str(), self.records[r.index()]))
     }
 
-    fn record(&mut self, part: usize, came_true: bool) {
-        let r = &mut self.records[part];
+    fn record(&mut self, relation: usize, came_true: bool, confidence: f32) {
+        let r = &mut self.records[relation];
         r.resolved += 1.0;
         r.came_true += f32::from(u8::from(came_true));
+        r.expected += confidence;
         if r.resolved > MAX_RESOLVED {
             r.resolved *= 0.5;
             r.came_true *= 0.5;
+            r.expected *= 0.5;
         }
     }
 
-    /// Watches a sample of `preds` from `part`.
-    fn watch(&mut self, part: usize, preds: &[Prediction]) {
+    /// Watches a sample of `preds`, each on the record of its relation.
+    fn watch(&mut self, preds: &[Prediction]) {
         for p in preds {
             self.seen += 1;
             if !self.seen.is_multiple_of(WATCH_EVERY) || self.watched.len() >= MAX_WATCHED {
@@ -127,7 +141,8 @@ impl PrescientModel {
                 .latest
                 .as_micros()
                 .min(p.expected_at.as_micros().saturating_add(self.watch_span_us));
-            self.watched.insert(p.entity.clone(), (part, end));
+            self.watched
+                .insert(p.entity.clone(), (p.relation.index(), end, p.confidence));
             self.deadlines.push(Reverse((end, p.entity.clone())));
         }
     }
@@ -142,11 +157,11 @@ impl PrescientModel {
         }
         for r in &event.entities {
             let key = r.key();
-            if let Some(&(part, end)) = self.watched.get(&key)
+            if let Some(&(relation, end, confidence)) = self.watched.get(&key)
                 && t <= end
             {
                 self.watched.remove(&key);
-                self.record(part, true);
+                self.record(relation, true, confidence);
             }
         }
         while let Some(Reverse((end, _))) = self.deadlines.peek() {
@@ -156,11 +171,11 @@ impl PrescientModel {
             let Some(Reverse((end, key))) = self.deadlines.pop() else {
                 break;
             };
-            if let Some(&(part, e)) = self.watched.get(&key)
+            if let Some(&(relation, e, confidence)) = self.watched.get(&key)
                 && e == end
             {
                 self.watched.remove(&key);
-                self.record(part, false);
+                self.record(relation, false, confidence);
             }
         }
     }
@@ -207,35 +222,40 @@ impl OnlineModel for PrescientModel {
         };
         f.entities.retain(useful);
         more[1].entities.retain(useful);
-        self.watch(0, &f.entities);
-        self.watch(1, &more[0].entities);
-        self.watch(2, &more[1].entities);
-        if !self.records[0].trusted() {
-            f.entities.clear();
+        self.watch(&f.entities);
+        self.watch(&more[0].entities);
+        self.watch(&more[1].entities);
+        let records = &self.records;
+        let trusted = |p: &Prediction| records[p.relation.index()].trusted();
+        f.entities.retain(trusted);
+        for m in &mut more {
+            m.entities.retain(trusted);
         }
-        let more: Vec<Forecast> = more
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| self.records[i + 1].trusted())
-            .map(|(_, m)| m)
-            .collect();
         if more.iter().all(|m| m.entities.is_empty()) {
             return f;
         }
-        let mut at: FxHashMap<_, usize> = FxHashMap::default();
+        // Per entity, the predictions kept so far. Two predictions of one entity for
+        // overlapping windows are one use: the more confident stays. Disjoint windows (a refresh
+        // before the copy expires, a use after it) are two uses, and both stay.
+        let mut at: FxHashMap<EntityKey, Vec<usize>> = FxHashMap::default();
         for (i, p) in f.entities.iter().enumerate() {
-            at.entry(p.entity.clone()).or_insert(i);
+            at.entry(p.entity.clone()).or_default().push(i);
         }
+        let overlap = |a: &Prediction, b: &Prediction| {
+            a.expected_at <= b.latest.max(b.expected_at)
+                && b.expected_at <= a.latest.max(a.expected_at)
+        };
         for m in more {
             for p in m.entities {
-                match at.get(&p.entity) {
-                    Some(&i) => {
+                let slots = at.entry(p.entity.clone()).or_default();
+                match slots.iter().copied().find(|&i| overlap(&f.entities[i], &p)) {
+                    Some(i) => {
                         if f.entities[i].confidence < p.confidence {
                             f.entities[i] = p;
                         }
                     }
                     None => {
-                        at.insert(p.entity.clone(), f.entities.len());
+                        slots.push(f.entities.len());
                         f.entities.push(p);
                     }
                 }

@@ -20,7 +20,7 @@ pub use breaker::{Breaker, BreakerConfig, BreakerState};
 pub use budget::{Budget, BudgetConfig};
 pub use planner::{
     Batch, BatchItem, Failure, InFlight, LoadId, Offer, Origin, PlanKey, Planner, PlannerConfig,
-    PlannerStats,
+    PlannerStats, RelationStats,
 };
 pub use retry::RetryConfig;
 pub use runtime::{Metrics, Prefetcher, PrefetcherConfig, ReadError, ReadOutcome, Snapshot};

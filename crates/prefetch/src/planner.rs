@@ -14,7 +14,11 @@
 //!   entity, a linked one, a successor, a sequential run, a refresh) has its own threshold and
 //!   record, so that a weak source of predictions does not silence a strong one.
 //! - **Just in time.** A read expected at `t` is loaded at `t - lead`, not now.
-//! - **One plan per entity.** A newer prediction for an entity replaces the pending one.
+//! - **One plan per relation and window.** A newer prediction for an entity replaces its pending
+//!   plans from the same [`Relation`] whose windows overlap the new one. Plans from other
+//!   relations, or for disjoint windows (a refresh due before the copy expires, a use predicted
+//!   after it), coexist, up to [`MAX_PLANS_PER_ENTITY`], the nearest kept; each is checked at its
+//!   own due time, so a plan whose entity an earlier one loaded is skipped as cached.
 //! - **Skips.** At load time, entities cached with a current entry that is still usable at the
 //!   expected read, and entities already being loaded (by a prefetch or a consumer miss), are skipped.
 //! - **Priority.** Among due loads, higher confidence goes first, then earlier expected use.
@@ -179,8 +183,19 @@ pub struct Batch<K: PlanKey> {
     pub items: Vec<BatchItem<K>>,
 }
 
+/// What the planner did with the predictions of one [`Relation`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RelationStats {
+    /// Prefetch loads issued for predictions found through this relation.
+    pub issued: u64,
+    /// Of those, the ones reported used ([`Planner::on_prefetch_used`]).
+    pub used: u64,
+    /// The confidence threshold in force now.
+    pub threshold: f32,
+}
+
 /// Counters of what the planner did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PlannerStats {
     /// Predictions offered.
     pub offered: u64,
@@ -188,7 +203,8 @@ pub struct PlannerStats {
     pub below_threshold: u64,
     /// Offers expected beyond the horizon or already past.
     pub out_of_horizon: u64,
-    /// Offers that replaced a pending plan for the same entity.
+    /// Pending plans replaced by a newer offer for an overlapping window of the same entity,
+    /// or dropped as the farthest when the entity had [`MAX_PLANS_PER_ENTITY`] plans.
     pub replaced: u64,
     /// Offers dropped because the pending set was full.
     pub dropped_full: u64,
@@ -210,6 +226,8 @@ pub struct PlannerStats {
     pub retries: u64,
     /// Prefetch loads that failed for good.
     pub failed: u64,
+    /// Per relation, in the order of [`Relation::ALL`].
+    pub by_relation: [RelationStats; Relation::ALL.len()],
 }
 
 #[derive(Debug, Clone)]
@@ -264,7 +282,10 @@ impl<K: Eq> Ord for Ready<K> {
 pub struct Planner<K: PlanKey> {
     cfg: PlannerConfig,
     seq: u64,
-    pending: FxHashMap<K, Plan>,
+    /// Per entity, its pending plans, nearest due first, windows disjoint.
+    pending: FxHashMap<K, Vec<Plan>>,
+    /// Plans in `pending`, over all entities.
+    plans: usize,
     timeline: BinaryHeap<Reverse<Timed<K>>>,
     ready: BinaryHeap<Ready<K>>,
     in_flight: FxHashMap<K, InFlight>,
@@ -286,6 +307,9 @@ struct RelationThreshold {
     issued: u64,
 }
 
+/// The most pending plans one entity has at a time (for disjoint windows).
+pub const MAX_PLANS_PER_ENTITY: usize = 4;
+
 /// How fast the recent counts of issued and used prefetches forget (per prefetch issued).
 const PRECISION_DECAY: f32 = 1.0 - 1.0 / 1024.0;
 /// The threshold moves by this much per adjustment, one adjustment per this many prefetches.
@@ -300,6 +324,7 @@ impl<K: PlanKey> Planner<K> {
         Planner {
             seq: 0,
             pending: FxHashMap::default(),
+            plans: 0,
             timeline: BinaryHeap::new(),
             ready: BinaryHeap::new(),
             in_flight: FxHashMap::default(),
@@ -307,7 +332,13 @@ impl<K: PlanKey> Planner<K> {
             next_load: 0,
             budget,
             rng,
-            stats: PlannerStats::default(),
+            stats: PlannerStats {
+                by_relation: [RelationStats {
+                    threshold: cfg.threshold,
+                    ..RelationStats::default()
+                }; Relation::ALL.len()],
+                ..PlannerStats::default()
+            },
             relations: [RelationThreshold {
                 threshold: cfg.threshold,
                 recent_issued: 0.0,
@@ -337,6 +368,7 @@ impl<K: PlanKey> Planner<K> {
     /// A prefetch found through `relation` served a read that would otherwise have missed.
     pub fn on_prefetch_used(&mut self, relation: Relation) {
         self.relations[relation.index()].recent_used += 1.0;
+        self.stats.by_relation[relation.index()].used += 1;
     }
 
     /// Moves the threshold of `relation` after one of its prefetches was issued: up while the
@@ -348,6 +380,9 @@ impl<K: PlanKey> Planner<K> {
         let (lo, hi) = self.cfg.threshold_bounds;
         let r = &mut self.relations[relation.index()];
         r.issued += 1;
+        let st = &mut self.stats.by_relation[relation.index()];
+        st.issued += 1;
+        st.threshold = r.threshold;
         r.recent_issued = r.recent_issued * PRECISION_DECAY + 1.0;
         r.recent_used *= PRECISION_DECAY;
         let Some(target) = target else {
@@ -363,11 +398,12 @@ impl<K: PlanKey> Planner<K> {
             -THRESHOLD_STEP
         };
         r.threshold = (r.threshold + step).clamp(lo.min(hi), hi.max(lo));
+        self.stats.by_relation[relation.index()].threshold = r.threshold;
     }
 
     /// Plans waiting to be loaded.
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.plans
     }
 
     /// Loads in flight (prefetches and consumer misses).
@@ -397,18 +433,36 @@ impl<K: PlanKey> Planner<K> {
             attempt: 0,
             relation: offer.relation,
         };
-        match self.pending.get_mut(&offer.key) {
-            Some(old) => {
-                self.stats.replaced += 1;
-                *old = plan;
-            }
+        let plans = match self.pending.get_mut(&offer.key) {
+            Some(plans) => plans,
             None => {
-                if self.pending.len() >= self.cfg.max_pending {
+                if self.plans >= self.cfg.max_pending {
                     self.stats.dropped_full += 1;
                     return;
                 }
-                self.pending.insert(offer.key.clone(), plan);
+                self.pending.entry(offer.key.clone()).or_default()
             }
+        };
+        // Newer information from the same relation about the same window replaces the older
+        // plan; other relations' plans stay (each is judged at its own due time).
+        let before = plans.len();
+        plans.retain(|p| p.relation != plan.relation || p.latest < plan.due || plan.latest < p.due);
+        let mut replaced = before - plans.len();
+        if replaced == 0 && self.plans >= self.cfg.max_pending {
+            self.stats.dropped_full += 1;
+            return;
+        }
+        let pos = plans.partition_point(|p| p.due <= plan.due);
+        plans.insert(pos, plan);
+        if plans.len() > MAX_PLANS_PER_ENTITY {
+            plans.truncate(MAX_PLANS_PER_ENTITY);
+            replaced += 1;
+        }
+        let kept = plans.iter().any(|p| p.seq == self.seq);
+        self.plans = self.plans + 1 - replaced;
+        self.stats.replaced += replaced as u64;
+        if !kept {
+            return;
         }
         self.timeline.push(Reverse(Timed {
             due,
@@ -418,23 +472,45 @@ impl<K: PlanKey> Planner<K> {
         self.compact();
     }
 
-    /// Drops the pending plan of `key`, if any.
+    /// The pending plan `seq` of `key`, if it is still pending.
+    fn plan(&self, key: &K, seq: u64) -> Option<&Plan> {
+        self.pending.get(key)?.iter().find(|p| p.seq == seq)
+    }
+
+    /// Removes the pending plan `seq` of `key`, if it is still pending.
+    fn remove_plan(&mut self, key: &K, seq: u64) {
+        if let Some(plans) = self.pending.get_mut(key)
+            && let Some(i) = plans.iter().position(|p| p.seq == seq)
+        {
+            plans.remove(i);
+            self.plans -= 1;
+            if plans.is_empty() {
+                self.pending.remove(key);
+            }
+        }
+    }
+
+    /// Drops the pending plans of `key`, if any.
     pub fn forget(&mut self, key: &K) {
-        self.pending.remove(key);
+        if let Some(plans) = self.pending.remove(key) {
+            self.plans -= plans.len();
+        }
     }
 
     /// Rebuilds the heaps when replaced plans have left too many dead entries in them.
     fn compact(&mut self) {
-        let live = self.pending.len();
+        let live = self.plans;
         if self.timeline.len() + self.ready.len() > 2 * live + 4096 {
             self.timeline = self
                 .pending
                 .iter()
-                .map(|(k, p)| {
-                    Reverse(Timed {
-                        due: p.due,
-                        seq: p.seq,
-                        key: k.clone(),
+                .flat_map(|(k, plans)| {
+                    plans.iter().map(|p| {
+                        Reverse(Timed {
+                            due: p.due,
+                            seq: p.seq,
+                            key: k.clone(),
+                        })
                     })
                 })
                 .collect();
@@ -508,7 +584,7 @@ impl<K: PlanKey> Planner<K> {
             let Some(Reverse(t)) = self.timeline.pop() else {
                 break;
             };
-            if let Some(p) = self.pending.get(&t.key).filter(|p| p.seq == t.seq) {
+            if let Some(p) = self.plan(&t.key, t.seq) {
                 self.ready.push(Ready {
                     confidence: p.confidence,
                     expected_at: p.expected_at,
@@ -522,25 +598,25 @@ impl<K: PlanKey> Planner<K> {
             let Some((key, seq)) = self.ready.peek().map(|r| (r.key.clone(), r.seq)) else {
                 break;
             };
-            let Some(plan) = self.pending.get(&key).filter(|p| p.seq == seq).cloned() else {
+            let Some(plan) = self.plan(&key, seq).cloned() else {
                 self.ready.pop();
                 continue;
             };
             if plan.latest < now {
                 self.ready.pop();
-                self.pending.remove(&key);
+                self.remove_plan(&key, seq);
                 self.stats.expired += 1;
                 continue;
             }
             if self.in_flight.contains_key(&key) {
                 self.ready.pop();
-                self.pending.remove(&key);
+                self.remove_plan(&key, seq);
                 self.stats.skipped_in_flight += 1;
                 continue;
             }
             if is_fresh(&key, plan.expected_at.max(now)) {
                 self.ready.pop();
-                self.pending.remove(&key);
+                self.remove_plan(&key, seq);
                 self.stats.skipped_cached += 1;
                 continue;
             }
@@ -549,7 +625,7 @@ impl<K: PlanKey> Planner<K> {
                 break;
             }
             let Some(r) = self.ready.pop() else { break };
-            self.pending.remove(&r.key);
+            self.remove_plan(&r.key, seq);
             let load = self.new_load();
             self.in_flight.insert(
                 r.key.clone(),
@@ -635,7 +711,8 @@ impl<K: PlanKey> Planner<K> {
                         relation: item.relation,
                     };
                     tracing::debug!(message = "Prefetch failed; retrying.", entity = ?item.key, attempt = item.attempt, retry_in_ms = retry_at.since(now).as_millis() as u64);
-                    self.pending.insert(item.key.clone(), plan);
+                    self.pending.insert(item.key.clone(), vec![plan]);
+                    self.plans += 1;
                     self.timeline.push(Reverse(Timed {
                         due: retry_at,
                         seq: self.seq,
@@ -810,6 +887,69 @@ mod tests {
         p.offer(ms(1), offer((0, 1), 0.8, 500));
         assert!(p.poll(ms(100), &mut |_, _| false).is_empty());
         assert_eq!(keys(&p.poll(ms(490), &mut |_, _| false)), vec![(0, 1)]);
+        assert_eq!(p.stats().replaced, 1);
+    }
+
+    #[test]
+    fn plans_for_disjoint_windows_coexist() {
+        // A refresh due soon and a use predicted well after it: both are loaded, each in
+        // its own window; beyond the cap per entity, the farthest plan is dropped.
+        let mut p = Planner::new(cfg());
+        let window = |key, at| Offer {
+            latest: ms(at + 50),
+            ..offer(key, 0.9, at)
+        };
+        p.offer(ms(0), window((0, 1), 100));
+        p.offer(ms(1), window((0, 1), 1_000));
+        for i in 0..MAX_PLANS_PER_ENTITY as i64 {
+            p.offer(ms(2), window((0, 1), 5_000 + 1_000 * i));
+        }
+        assert_eq!(p.pending_len(), MAX_PLANS_PER_ENTITY);
+        assert_eq!(p.stats().replaced, 2);
+        let first = p.poll(ms(95), &mut |_, _| false);
+        assert_eq!(keys(&first), vec![(0, 1)]);
+        assert_eq!(p.pending_len(), MAX_PLANS_PER_ENTITY - 1);
+        assert!(p.complete(ms(97), &first[0].items[0], Ok(())).is_some());
+        assert!(p.poll(ms(100), &mut |_, _| false).is_empty());
+        assert_eq!(keys(&p.poll(ms(995), &mut |_, _| false)), vec![(0, 1)]);
+        // `forget` drops every plan of the entity.
+        p.forget(&(0, 1));
+        assert_eq!(p.pending_len(), 0);
+        assert!(p.poll(ms(90_000), &mut |_, _| false).is_empty());
+    }
+
+    #[test]
+    fn another_relation_does_not_replace_a_plan() {
+        // A refresh and a linked prediction for the same window: the newer linked one does not
+        // displace the refresh; one load serves both, the other plan is skipped as cached.
+        let mut p = Planner::new(cfg());
+        p.offer(
+            ms(0),
+            Offer {
+                relation: Relation::Refresh,
+                ..offer((0, 1), 0.9, 100)
+            },
+        );
+        p.offer(
+            ms(1),
+            Offer {
+                relation: Relation::Linked,
+                ..offer((0, 1), 0.9, 120)
+            },
+        );
+        assert_eq!(p.pending_len(), 2);
+        assert_eq!(p.stats().replaced, 0);
+        let b = p.poll(ms(95), &mut |_, _| false);
+        assert_eq!(keys(&b), vec![(0, 1)]);
+        assert_eq!(b[0].items[0].relation, Relation::Refresh);
+        assert!(p.complete(ms(96), &b[0].items[0], Ok(())).is_some());
+        assert!(p.poll(ms(115), &mut |_, _| true).is_empty());
+        assert_eq!(p.stats().skipped_cached, 1);
+        assert_eq!(p.pending_len(), 0);
+        // The same relation for an overlapping window replaces.
+        p.offer(ms(200), offer((0, 2), 0.9, 300));
+        p.offer(ms(201), offer((0, 2), 0.8, 310));
+        assert_eq!(p.pending_len(), 1);
         assert_eq!(p.stats().replaced, 1);
     }
 

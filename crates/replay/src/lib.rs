@@ -14,7 +14,7 @@ pub mod workload;
 
 use std::time::Duration;
 
-use prescient_core::Predictor;
+use prescient_core::{Predictor, Relation};
 use prescient_prefetch::{BreakerConfig, PlannerConfig};
 use serde::Serialize;
 
@@ -331,6 +331,10 @@ pub fn run(
             "replaced": s.replaced, "dropped_full": s.dropped_full, "skipped_cached": s.skipped_cached,
             "skipped_in_flight": s.skipped_in_flight, "expired": s.expired, "budget_waits": s.budget_waits,
             "issued": s.issued, "batches": s.batches, "loaded": s.loaded, "retries": s.retries, "failed": s.failed,
+            "by_relation": Relation::ALL.iter().map(|r| {
+                let x = s.by_relation[r.index()];
+                (r.as_str().to_owned(), serde_json::json!({"issued": x.issued, "used": x.used, "threshold": x.threshold}))
+            }).collect::<serde_json::Map<_, _>>(),
         })
     });
     let prescient = PrescientReport {
