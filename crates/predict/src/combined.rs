@@ -295,11 +295,34 @@ mod tests {
             last = m.forecast(&e);
         }
         assert!(!last.next.is_empty());
-        let mut seen = std::collections::HashSet::new();
-        for p in &last.entities {
-            assert!(seen.insert(p.entity.clone()), "{} twice", p.entity);
+        // An entity appears twice only for disjoint windows.
+        for (i, a) in last.entities.iter().enumerate() {
+            for b in &last.entities[i + 1..] {
+                if a.entity == b.entity {
+                    let disjoint = a.latest.max(a.expected_at) < b.expected_at
+                        || b.latest.max(b.expected_at) < a.expected_at;
+                    assert!(disjoint, "{} twice for overlapping windows", a.entity);
+                }
+            }
         }
         m.set_max_age(None);
         assert_eq!(m.reuse().config().window, None);
+    }
+
+    #[test]
+    fn a_relation_is_judged_by_its_hits_and_its_promise() {
+        let rec = |resolved, came_true, expected| RelationRecord {
+            resolved,
+            came_true,
+            expected,
+        };
+        // Too few resolved to judge.
+        assert!(rec(50.0, 0.0, 50.0).trusted());
+        // Mostly right.
+        assert!(rec(200.0, 120.0, 190.0).trusted());
+        // Often wrong but says so: the prefetcher's threshold keeps its sure predictions.
+        assert!(rec(200.0, 60.0, 70.0).trusted());
+        // Often wrong while claiming to be sure: silenced.
+        assert!(!rec(200.0, 60.0, 190.0).trusted());
     }
 }
