@@ -26,7 +26,7 @@ pub use source::{
     Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError,
 };
 pub use store::{Store, StoreError, StoreWriter};
-pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use time::{Clock, EventClock, ManualClock, SystemClock, Timestamp};
 
 /// A cheap-to-clone immutable string (inline up to 23 bytes), used for ids, kinds and types.
 pub use smol_str::SmolStr;

@@ -139,11 +139,23 @@ impl<'de> Deserialize<'de> for Timestamp {
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
     fn now(&self) -> Timestamp;
+
+    /// Told the time of each event as the event is processed, in processing order. A clock that
+    /// follows the events ([`EventClock`]) advances to it; the others ignore it (the default).
+    /// Returns whether the clock moved, so that a driver knows to look for work that became due.
+    fn observe_event(&self, time: Timestamp) -> bool {
+        let _ = time;
+        false
+    }
 }
 
 impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn now(&self) -> Timestamp {
         (**self).now()
+    }
+
+    fn observe_event(&self, time: Timestamp) -> bool {
+        (**self).observe_event(time)
     }
 }
 
@@ -187,6 +199,40 @@ impl Clock for ManualClock {
     }
 }
 
+/// Event time: the clock stands at the latest time of the events processed so far, and moves
+/// only when an event is observed ([`Clock::observe_event`]); it never goes backwards, so an
+/// event older than one already seen leaves it where it is.
+///
+/// This is the time frame of replay's virtual time, for a live process fed a recorded log
+/// faster (or slower) than it happened: predictions are scheduled, and expire, in the log's
+/// time rather than against a wall clock that has nothing to do with it.
+#[derive(Debug)]
+pub struct EventClock(AtomicI64);
+
+impl EventClock {
+    /// A clock standing at `start` until the first later event is observed.
+    pub fn new(start: Timestamp) -> Self {
+        EventClock(AtomicI64::new(start.0))
+    }
+}
+
+impl Default for EventClock {
+    /// A clock standing at the earliest representable time, so that the first event sets it.
+    fn default() -> Self {
+        EventClock(AtomicI64::new(i64::MIN))
+    }
+}
+
+impl Clock for EventClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::Acquire))
+    }
+
+    fn observe_event(&self, time: Timestamp) -> bool {
+        self.0.fetch_max(time.0, Ordering::AcqRel) < time.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +247,26 @@ mod tests {
         let ms: Timestamp = serde_json::from_str("1500").unwrap();
         assert_eq!(ms, Timestamp::from_millis(1500));
         assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
+    }
+
+    #[test]
+    fn event_clock_follows_the_events_and_never_goes_back() {
+        let c = EventClock::default();
+        assert!(c.observe_event(Timestamp::from_secs(100)));
+        assert_eq!(c.now(), Timestamp::from_secs(100));
+        assert!(!c.observe_event(Timestamp::from_secs(40)));
+        assert_eq!(c.now(), Timestamp::from_secs(100), "an older event");
+        assert!(!c.observe_event(Timestamp::from_secs(100)), "the same time");
+        assert!(c.observe_event(Timestamp::from_secs(160)));
+        let shared: Arc<dyn Clock> = Arc::new(c);
+        assert_eq!(shared.now(), Timestamp::from_secs(160));
+        assert!(shared.observe_event(Timestamp::from_secs(200)));
+        assert_eq!(shared.now(), Timestamp::from_secs(200), "through an Arc");
+        // Other clocks ignore events.
+        let m = ManualClock::new(Timestamp::from_secs(1));
+        assert!(!m.observe_event(Timestamp::from_secs(50)));
+        assert_eq!(m.now(), Timestamp::from_secs(1));
+        assert!(!SystemClock.observe_event(Timestamp::MAX));
     }
 
     #[test]

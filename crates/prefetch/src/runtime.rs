@@ -12,6 +12,14 @@
 //!   load in flight, else load from the store and fill the cache. [`Prefetcher::get_many`] reads
 //!   several entities with one cache round trip and one store batch per kind for the misses.
 //!
+//! # Time
+//! Every decision takes its time from the [`Clock`]. With a wall clock the scheduler sleeps until
+//! the next load is due. A clock that follows the events ([`prescient_core::EventClock`], told
+//! each event's time through [`Clock::observe_event`] before its predictions are offered) moves
+//! only with the events, so the due loads are also issued event by event, as the replay
+//! simulator issues them in virtual time: a log fed faster than it happened is then planned in
+//! its own time frame.
+//!
 //! Loaded batches are written to the cache together (a multiplexed cache client such as Redis's
 //! pipelines the writes), not one round trip after another.
 //!
@@ -20,7 +28,7 @@
 //! (`joined`). A read that finds a prefetch of the entity in flight waits for it too. If the
 //! shared load fails, each waiter falls back to its own store read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,7 +40,9 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{Notify, oneshot};
 
 use crate::breaker::{Breaker, BreakerConfig, BreakerState};
-use crate::planner::{Batch, BatchItem, Failure, LoadId, Offer, Planner, PlannerConfig};
+use crate::planner::{
+    Batch, BatchItem, Failure, LoadId, Offer, Planner, PlannerConfig, PlannerStats,
+};
 
 /// [`Prefetcher::on_events`] yields to the scheduler after this many predictions.
 const YIELD_EVERY: usize = 32;
@@ -190,6 +200,8 @@ struct Inner {
     wake: Notify,
     idle: Notify,
     loads_running: AtomicU64,
+    /// Whether the clock follows the events (an event has moved it).
+    event_time: AtomicBool,
     metrics: Metrics,
 }
 
@@ -225,6 +237,7 @@ impl Prefetcher {
                 wake: Notify::new(),
                 idle: Notify::new(),
                 loads_running: AtomicU64::new(0),
+                event_time: AtomicBool::new(false),
                 metrics: Metrics::default(),
             }),
         }
@@ -297,6 +310,11 @@ impl Prefetcher {
         }
     }
 
+    /// What the planner did with the predictions so far (offered, dropped and why, issued).
+    pub fn planner_stats(&self) -> PlannerStats {
+        self.state().planner.stats().clone()
+    }
+
     /// Processes one event: invalidates what it wrote, asks the predictor and schedules the
     /// predicted loads. Returns the number of predictions offered. Acknowledge the event after
     /// this returns.
@@ -350,7 +368,9 @@ impl Prefetcher {
                 // now and then, so that a large batch does not delay them.
                 tokio::task::yield_now().await;
             }
-            if let Some(n) = self.predict_and_offer(event).await {
+            let offers = self.predict_and_offer(event).await;
+            self.issue_due_in_event_time();
+            if let Some(n) = offers {
                 offered += n;
                 woke = true;
             }
@@ -405,6 +425,8 @@ impl Prefetcher {
                 }
             };
             if take == 0 {
+                self.advance_to(&events[i]);
+                self.issue_due_in_event_time();
                 i += 1;
                 continue;
             }
@@ -424,6 +446,7 @@ impl Prefetcher {
                 .unwrap_or_default()
                 .into_iter();
             for event in round {
+                self.advance_to(event);
                 let result = results.next().unwrap_or_else(|| {
                     Err(PredictError::Internal(format!(
                         "{} gave fewer answers than requests",
@@ -434,6 +457,7 @@ impl Prefetcher {
                     offered += n;
                     woke = true;
                 }
+                self.issue_due_in_event_time();
                 if self.state().breaker.state(self.inner.clock.now()) != BreakerState::Closed {
                     // Failures opened the breaker: it would have refused the rest.
                     break;
@@ -493,6 +517,7 @@ impl Prefetcher {
     /// Asks the predictor about `event` (through the breaker, with the deadline) and offers the
     /// predictions to the planner. `None` when the breaker is open or the prediction failed.
     async fn predict_and_offer(&self, event: &Event) -> Option<usize> {
+        self.advance_to(event);
         let now = self.inner.clock.now();
         if !self.state().breaker.allow(now) {
             return None;
@@ -514,6 +539,49 @@ impl Prefetcher {
             Err(_) => Err(PredictError::Timeout),
         };
         self.take_forecast(event, result)
+    }
+
+    /// Tells the clock the time of `event` ([`Clock::observe_event`]), before its predictions
+    /// are offered. A clock that follows the events moves only here; then the loads that become
+    /// due are issued event by event ([`Prefetcher::issue_due_in_event_time`]), as
+    /// [`Prefetcher::run`] would issue them when woken: a batch of events may span hours of event
+    /// time, and waiting for its end would let the windows of predictions made early in the
+    /// batch pass unloaded.
+    fn advance_to(&self, event: &Event) {
+        if self.inner.clock.observe_event(event.time) {
+            self.inner.event_time.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// With a clock that follows the events (once [`Prefetcher::advance_to`] has moved it),
+    /// issues the loads due now in the background. Called after each event's predictions are
+    /// offered, so that a load due at once is not left for a later event, by which time its
+    /// window may have passed.
+    fn issue_due_in_event_time(&self) {
+        if !self.inner.event_time.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            // Outside a runtime: the scheduler's next tick issues them.
+            return;
+        };
+        for batch in self.poll_due(self.inner.clock.now()) {
+            // Counted as running from now, so that `drain` waits for it even before it starts.
+            self.inner.loads_running.fetch_add(1, Ordering::AcqRel);
+            let this = self.clone();
+            handle.spawn(async move { this.run_load(batch).await });
+        }
+    }
+
+    /// Takes the batches due at `now` from the planner (skipping entities the cache holds fresh).
+    fn poll_due(&self, now: Timestamp) -> Vec<Batch<EntityKey>> {
+        let mut s = self.state();
+        let State {
+            planner, tracked, ..
+        } = &mut *s;
+        planner.poll(now, &mut |k, at| {
+            tracked.get(k).is_some_and(|t| t.expires > at)
+        })
     }
 
     /// Records the outcome of the prediction of `event` with the breaker and offers its
@@ -1004,23 +1072,19 @@ impl Prefetcher {
     /// Issues the loads that are due now and waits for them to finish. [`Prefetcher::run`] calls
     /// this in a loop; tests call it directly.
     pub async fn tick(&self) {
-        let now = self.inner.clock.now();
-        let batches = {
-            let mut s = self.state();
-            let State {
-                planner, tracked, ..
-            } = &mut *s;
-            planner.poll(now, &mut |k, at| {
-                tracked.get(k).is_some_and(|t| t.expires > at)
-            })
-        };
+        let batches = self.poll_due(self.inner.clock.now());
         let loads: Vec<_> = batches.into_iter().map(|b| self.load_batch(b)).collect();
         futures::future::join_all(loads).await;
     }
 
     async fn load_batch(&self, batch: Batch<EntityKey>) {
-        let m = &self.inner.metrics;
         self.inner.loads_running.fetch_add(1, Ordering::AcqRel);
+        self.run_load(batch).await;
+    }
+
+    /// Loads `batch`, counted in `loads_running` by the caller (and uncounted here when done).
+    async fn run_load(&self, batch: Batch<EntityKey>) {
+        let m = &self.inner.metrics;
         m.prefetches_issued
             .fetch_add(batch.items.len() as u64, Ordering::Relaxed);
         m.store_loads.fetch_add(1, Ordering::Relaxed);
@@ -1188,7 +1252,7 @@ mod tests {
 
     use async_trait::async_trait;
     use prescient_cache_mem::MemCache;
-    use prescient_core::{EntityRef, Mutation, Prediction, Relation, SystemClock};
+    use prescient_core::{EntityRef, EventClock, Mutation, Prediction, Relation, SystemClock};
 
     use super::*;
 
@@ -1370,6 +1434,68 @@ mod tests {
         );
         assert_eq!(pf.metrics().predictor_errors.load(Ordering::Relaxed), 2);
         assert_eq!(pf.metrics().events.load(Ordering::Relaxed), 6);
+    }
+
+    /// Events `ids`, one every `gap`, from `start`.
+    fn spaced(ids: &[&str], start: Timestamp, gap: Duration) -> Vec<Event> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let t = start.plus(gap * i as u32);
+                Event::new(*id, "t", t).with_entity(EntityRef::new("a", *id))
+            })
+            .collect()
+    }
+
+    async fn prefetches_in_event_time(clock: Arc<dyn Clock>) -> (Prefetcher, Arc<Rows>) {
+        // Each event predicts the read of `a/<its id>` within a minute of it; the events are an
+        // hour apart in a log of long ago, and come in one batch.
+        let store = Arc::new(Rows {
+            rows: [("e1", 1), ("e2", 1), ("e3", 1)]
+                .iter()
+                .map(|(i, v)| (EntityKey::new("a", *i), *v))
+                .collect(),
+            calls: AtomicU64::new(0),
+        });
+        let pf = Prefetcher::new(
+            PrefetcherConfig::default(),
+            clock,
+            Arc::new(InProcess::default()),
+            Arc::new(MemCache::new(100, Duration::from_secs(60))),
+            store.clone(),
+        );
+        let batch = spaced(
+            &["e1", "e2", "e3"],
+            Timestamp::from_secs(1_680_000_000),
+            Duration::from_secs(3600),
+        );
+        assert_eq!(pf.on_events(&batch).await, 3);
+        pf.drain().await;
+        (pf, store)
+    }
+
+    #[tokio::test]
+    async fn an_event_clock_plans_and_loads_in_the_events_time() {
+        let (pf, store) = prefetches_in_event_time(Arc::new(EventClock::default())).await;
+        assert_eq!(pf.now(), Timestamp::from_secs(1_680_000_000 + 7200));
+        let issued = pf.metrics().prefetches_issued.load(Ordering::Relaxed);
+        assert_eq!(
+            issued, 3,
+            "each event's prediction is loaded in its own window"
+        );
+        assert_eq!(store.calls.load(Ordering::Relaxed), 3);
+        assert_eq!(pf.metrics().prefetch_failures.load(Ordering::Relaxed), 0);
+        let got = pf.get(&EntityKey::new("a", "e1"), Version::ZERO).await;
+        assert_eq!(got.unwrap().1, ReadOutcome::Hit);
+        assert_eq!(pf.metrics().prefetches_used.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_wall_clock_finds_the_windows_of_an_old_log_over() {
+        let (pf, store) = prefetches_in_event_time(Arc::new(SystemClock)).await;
+        pf.tick().await;
+        assert_eq!(pf.metrics().prefetches_issued.load(Ordering::Relaxed), 0);
+        assert_eq!(store.calls.load(Ordering::Relaxed), 0);
     }
 
     fn outcomes(rs: &[Result<(Entry, ReadOutcome), ReadError>]) -> Vec<&'static str> {

@@ -10,7 +10,9 @@ use std::time::Duration;
 use prescient_core::{
     Ack, Cache, Delivery, Event, EventSource, Local, OnlineModel, Predictor, SourceError, Store,
 };
-use prescient_predict::{RelationalConfig, RelationalModel, SimpleConfig, SimpleModel};
+use prescient_predict::{
+    PrescientModel, RelationalConfig, RelationalModel, SimpleConfig, SimpleModel,
+};
 use prescient_prefetch::{
     BreakerConfig, BudgetConfig, PlannerConfig, PrefetcherConfig, RetryConfig,
 };
@@ -210,22 +212,17 @@ pub async fn build_store(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ServerErro
 /// [`ServerError::Config`] when the snapshot cannot be read or does not fit the model.
 pub fn build_predictor(cfg: &Config) -> Result<Arc<dyn Predictor>, ServerError> {
     let p = &cfg.predictor;
-    let model: Box<dyn OnlineModel> = match (p.model, &p.snapshot) {
-        (ModelChoice::Online, None) => Box::new(RelationalModel::new(RelationalConfig::default())),
+    let mut model: Box<dyn OnlineModel> = match (p.model, &p.snapshot) {
+        // The same default model as `replay`, `demo` and `evaluate`: relational, reuse-time and
+        // key models together.
+        (ModelChoice::Online, None) => Box::new(PrescientModel::default()),
         (ModelChoice::Online, Some(path)) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                ServerError::Config(format!(
-                    "predictor.snapshot: cannot read {}: {e}",
-                    path.display()
-                ))
-            })?;
-            Box::new(RelationalModel::restore(&bytes).map_err(|e| {
-                ServerError::Config(format!(
-                    "predictor.snapshot: {} is not a snapshot of the online model: {e}",
-                    path.display()
-                ))
-            })?)
+            Box::new(PrescientModel::new(restore_relational(path)?))
         }
+        (ModelChoice::Relational, None) => {
+            Box::new(RelationalModel::new(RelationalConfig::default()))
+        }
+        (ModelChoice::Relational, Some(path)) => Box::new(restore_relational(path)?),
         (ModelChoice::Simple, None) => Box::new(SimpleModel::new(SimpleConfig::default())),
         (ModelChoice::Simple, Some(_)) => {
             return Err(ServerError::Config(
@@ -234,7 +231,25 @@ pub fn build_predictor(cfg: &Config) -> Result<Arc<dyn Predictor>, ServerError> 
             ));
         }
     };
+    // The data-age limit: the longest a prefetched copy may be kept (what times refreshes).
+    model.set_max_age(Some(Duration::from_millis(cfg.prefetch.max_ttl_ms.max(1))));
     Ok(Arc::new(Local::new(model)))
+}
+
+/// The relational model of a snapshot written by `prescient train`.
+fn restore_relational(path: &std::path::Path) -> Result<RelationalModel, ServerError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        ServerError::Config(format!(
+            "predictor.snapshot: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    RelationalModel::restore(&bytes).map_err(|e| {
+        ServerError::Config(format!(
+            "predictor.snapshot: {} is not a snapshot of the online model: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// The prefetcher's settings from `[prefetch]`.

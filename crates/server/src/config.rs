@@ -126,7 +126,24 @@ impl Config {
                 SECTIONS.contains(&first)
             })
             .split("__");
-        Ok(fig.merge(env).extract()?)
+        let cfg: Config = fig.merge(env).extract()?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks what the types alone cannot.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the keys at fault.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.serve.clock == ServeClock::Event && self.serve.event_time != EventTime::Event {
+            return Err(ConfigError::Invalid(
+                "key `serve.clock`: \"event\" follows the events' own times and needs \
+                 `serve.event_time = \"event\"`"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -282,9 +299,13 @@ pub struct PredictorConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelChoice {
-    /// The online relational model.
+    /// The default online model (`prescient_predict::PrescientModel`: relational, reuse-time and
+    /// key models), told the data-age limit `[prefetch] max_ttl_ms`.
     #[default]
     Online,
+    /// The relational model alone: cheaper per event than `online`, without its reuse-time
+    /// (refresh) and key predictions.
+    Relational,
     /// The simple baseline.
     Simple,
 }
@@ -381,12 +402,27 @@ pub enum EventTime {
     Event,
 }
 
+/// The clock the prefetcher plans with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServeClock {
+    /// Wall-clock time: loads are scheduled against the system time (production).
+    #[default]
+    Wall,
+    /// Event time: the clock stands at the latest event time processed and moves only with the
+    /// events (`prescient_core::EventClock`), as replay's virtual time does. For feeding a
+    /// recorded log faster than it happened (the live benchmark); needs `event_time = "event"`.
+    Event,
+}
+
 /// The serve loop's knobs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Which time the predictor sees.
     pub event_time: EventTime,
+    /// Which clock the prefetcher plans with.
+    pub clock: ServeClock,
     /// Longest backoff between reconnection attempts, in milliseconds.
     pub max_backoff_ms: u64,
     /// Seconds to wait for in-flight loads at shutdown.
@@ -401,6 +437,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             event_time: EventTime::Arrival,
+            clock: ServeClock::Wall,
             max_backoff_ms: 5_000,
             shutdown_grace_secs: 10,
             batch: 256,

@@ -19,14 +19,14 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use prescient_core::{
-    Ack, Cache, Clock, Delivery, Event, EventSource, Predictor, Store, SystemClock,
+    Ack, Cache, Clock, Delivery, Event, EventClock, EventSource, Predictor, Store, SystemClock,
 };
 use prescient_prefetch::Prefetcher;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::build;
-use crate::config::{Config, EventTime};
+use crate::config::{Config, EventTime, ServeClock};
 use crate::error::ServerError;
 
 /// Counters of the serve loop (the prefetcher counts the rest).
@@ -67,7 +67,6 @@ pub struct Service {
     cache: Arc<dyn Cache>,
     store: Arc<dyn Store>,
     prefetcher: Prefetcher,
-    clock: Arc<dyn Clock>,
     stats: Arc<ServeStats>,
     listener: Option<TcpListener>,
     hook: Option<ProcessedHook>,
@@ -114,9 +113,12 @@ impl Service {
         predictor: Arc<dyn Predictor>,
     ) -> Result<Service, ServerError> {
         let pcfg = build::prefetcher_config(&cfg.prefetch)?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let prefetcher =
-            Prefetcher::new(pcfg, clock.clone(), predictor, cache.clone(), store.clone());
+        cfg.check()?;
+        let clock: Arc<dyn Clock> = match cfg.serve.clock {
+            ServeClock::Wall => Arc::new(SystemClock),
+            ServeClock::Event => Arc::new(EventClock::default()),
+        };
+        let prefetcher = Prefetcher::new(pcfg, clock, predictor, cache.clone(), store.clone());
         let stats = Arc::new(ServeStats::default());
         stats.source_up.store(true, Ordering::Relaxed);
         Ok(Service {
@@ -125,7 +127,6 @@ impl Service {
             cache,
             store,
             prefetcher,
-            clock,
             stats,
             listener: None,
             hook: None,
@@ -331,7 +332,7 @@ impl Service {
                 }
                 Ok(mut event) => {
                     if self.cfg.serve.event_time == EventTime::Arrival {
-                        event.time = self.clock.now();
+                        event.time = SystemClock.now();
                     }
                     events.push(event);
                     acks.push(delivery.ack);

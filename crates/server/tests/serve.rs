@@ -191,6 +191,16 @@ fn config_errors_name_the_key_and_what_was_expected() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("prefetch.threshold"), "{e}");
+    // An event clock follows the events' own times, not their arrival.
+    let e = Config::from_toml_str(&format!("{base}[serve]\nclock = \"event\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("serve.clock") && e.contains("event_time"), "{e}");
+    let c = Config::from_toml_str(&format!(
+        "{base}[serve]\nclock = \"event\"\nevent_time = \"event\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.serve.clock, prescient_server::config::ServeClock::Event);
 }
 
 #[test]

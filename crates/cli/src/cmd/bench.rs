@@ -58,13 +58,27 @@ pub struct LiveArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Events whose entities the consumer reads at once (one read per event, up to this many).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 16)]
     pub consumer_concurrency: usize,
     /// Which time `serve` gives the events: `event` trusts the log's times, `now` shifts the
     /// log so that its first event happens now (keeping the gaps between events) and trusts
     /// those, `arrival` stamps each event with its arrival (the `[serve] event_time` default).
     #[arg(long, value_enum, default_value_t = Times::Event)]
     pub times: Times,
+    /// The clock `serve` plans with: `event` (the default with `--times event|now`) stands at the
+    /// latest event time processed and moves with the events, so that the log's predictions are
+    /// scheduled in the log's own time although it is published in seconds; `wall` is the system
+    /// clock (the default, and the only choice, with `--times arrival`).
+    #[arg(long, value_enum)]
+    pub clock: Option<BenchClock>,
+    /// The model `serve` hosts (`[predictor] model`): `online` (the default combined model, as in
+    /// `replay`), `relational` (its relational part alone, cheaper per event) or `simple`.
+    #[arg(long, default_value = "online", value_parser = ["online", "relational", "simple"])]
+    pub model: String,
+    /// Seconds without progress (no event processed by `serve`, none received by the consumer)
+    /// after which the benchmark fails.
+    #[arg(long, default_value_t = 30)]
+    pub stall_secs: u64,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +93,25 @@ pub enum Times {
     Now,
     /// Each event's arrival at `serve` (`[serve] event_time = "arrival"`).
     Arrival,
+}
+
+/// The clock of `serve` in `bench live`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchClock {
+    /// Event time (`[serve] clock = "event"`).
+    Event,
+    /// Wall-clock time (`[serve] clock = "wall"`).
+    Wall,
+}
+
+impl LiveArgs {
+    fn clock(&self) -> BenchClock {
+        self.clock.unwrap_or(if self.times == Times::Arrival {
+            BenchClock::Wall
+        } else {
+            BenchClock::Event
+        })
+    }
 }
 
 /// One side of the comparison.
@@ -119,6 +152,52 @@ pub struct PrefetchCounts {
     pub prefetches_used: u64,
     /// Prefetched entries dropped unread.
     pub prefetches_wasted: u64,
+    /// Prefetch loads that failed.
+    pub prefetch_failures: u64,
+    /// Reads that joined a load in flight (a prefetch or another read's miss) instead of
+    /// hitting the cache: they count as misses in `hit_ratio`.
+    pub joined: u64,
+    /// What the planner did with the predictions.
+    pub planner: PlannerCounts,
+}
+
+/// The planner's counters (`prescient_prefetch::PlannerStats`): where the predictions went.
+#[derive(Debug, Serialize)]
+pub struct PlannerCounts {
+    /// Predictions offered.
+    pub offered: u64,
+    /// Below the (learned) confidence threshold.
+    pub below_threshold: u64,
+    /// Expected beyond the horizon, or already over.
+    pub out_of_horizon: u64,
+    /// Skipped when due: the entity was cached and fresh.
+    pub skipped_cached: u64,
+    /// Skipped when due: the entity was being loaded already.
+    pub skipped_in_flight: u64,
+    /// Window over before the load could be issued.
+    pub expired: u64,
+    /// Times a due plan waited for budget.
+    pub budget_waits: u64,
+    /// Loads issued.
+    pub issued: u64,
+    /// Store batches issued.
+    pub batches: u64,
+}
+
+impl From<prescient_prefetch::PlannerStats> for PlannerCounts {
+    fn from(s: prescient_prefetch::PlannerStats) -> Self {
+        PlannerCounts {
+            offered: s.offered,
+            below_threshold: s.below_threshold,
+            out_of_horizon: s.out_of_horizon,
+            skipped_cached: s.skipped_cached,
+            skipped_in_flight: s.skipped_in_flight,
+            expired: s.expired,
+            budget_waits: s.budget_waits,
+            issued: s.issued,
+            batches: s.batches,
+        }
+    }
 }
 
 /// The result.
@@ -128,6 +207,10 @@ pub struct LiveResult {
     pub events: usize,
     /// Which event times `serve` used: `event`, `now` or `arrival` (`--times`).
     pub times: &'static str,
+    /// Which clock `serve` planned with: `event` or `wall` (`--clock`).
+    pub clock: &'static str,
+    /// The model `serve` hosted (`--model`).
+    pub model: String,
     /// Events per second from the first publish until `serve` processed the last event.
     pub events_per_sec: f64,
     /// Events per second the publisher achieved (flush included).
@@ -390,64 +473,164 @@ async fn on_consumer<T: Send + 'static>(
         .map_err(|e| anyhow::anyhow!("consumer task failed: {e}"))
 }
 
-/// On the consumer's runtime: connects to NATS (its own connection), subscribes to `subject`
-/// and reads each event's entities, until `n` events were seen. Returns once subscribed.
+/// Where the consumer starts in the stream.
+#[derive(Debug, Clone, Copy)]
+enum StartAt {
+    /// At the first message.
+    Start,
+    /// After the last message stored when the consumer is created.
+    New,
+}
+
+/// On the consumer's runtime: connects to NATS (its own connection), creates a JetStream pull
+/// consumer `name` on `stream` and reads each event's entities, `concurrency` events at a time,
+/// until `n` events were received. Returns once the consumer exists; the task fails with a clear
+/// error when nothing arrives for `stall`.
+///
+/// A pull consumer is reliable where a plain subscription is not: the server keeps what the
+/// consumer has not pulled yet, so a consumer that falls behind catches up instead of losing
+/// messages (a slow plain subscriber's messages are dropped, and the bench would wait for them
+/// forever). It needs no acks (`AckPolicy::None`): a bench run that fails is run again.
 #[allow(clippy::too_many_arguments)]
 async fn consumer(
     rt: &tokio::runtime::Handle,
     nats: String,
-    subject: String,
+    stream: String,
+    name: String,
+    from: StartAt,
     n: usize,
     reader: Reader,
     rec: Arc<Recorder>,
     concurrency: usize,
-) -> anyhow::Result<tokio::task::JoinHandle<usize>> {
-    let sub = on_consumer(rt, async move {
+    stall: Duration,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<usize>>> {
+    use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+    let pulled = on_consumer(rt, async move {
         let client = async_nats::connect(&nats)
             .await
             .map_err(|e| anyhow::anyhow!("consumer: cannot connect to {nats}: {e}"))?;
-        let sub = client
-            .subscribe(subject)
+        let js = async_nats::jetstream::new(client.clone());
+        let stream = js
+            .get_stream(&stream)
             .await
-            .map_err(|e| anyhow::anyhow!("subscribing: {e}"))?;
-        // The subscription is registered once the server has seen it.
-        client
-            .flush()
+            .map_err(|e| anyhow::anyhow!("consumer: no stream {stream}: {e}"))?;
+        let consumer: PullConsumer = stream
+            .create_consumer(pull::Config {
+                name: Some(name.clone()),
+                deliver_policy: match from {
+                    StartAt::Start => DeliverPolicy::All,
+                    StartAt::New => DeliverPolicy::New,
+                },
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
             .await
-            .map_err(|e| anyhow::anyhow!("consumer: flushing: {e}"))?;
-        anyhow::Ok((client, sub))
+            .map_err(|e| anyhow::anyhow!("consumer: creating pull consumer {name}: {e}"))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(1_000)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("consumer: starting to pull: {e}"))?;
+        anyhow::Ok((client, messages))
     })
     .await??;
-    let seen = Arc::new(AtomicU64::new(0));
     Ok(rt.spawn(async move {
-        let (_client, sub) = sub;
-        let s2 = seen.clone();
-        sub.take(n)
-            .for_each_concurrent(concurrency.max(1), move |msg| {
-                let reader = reader.clone();
-                let rec = rec.clone();
-                let seen = s2.clone();
-                async move {
-                    seen.fetch_add(1, Ordering::Relaxed);
+        let (_client, mut messages) = pulled;
+        let concurrency = concurrency.max(1);
+        let mut reads = futures::stream::FuturesUnordered::new();
+        let mut seen = 0usize;
+        while seen < n || !reads.is_empty() {
+            tokio::select! {
+                biased;
+                Some(()) = reads.next(), if !reads.is_empty() => {}
+                next = tokio::time::timeout(stall, messages.next()),
+                    if seen < n && reads.len() < concurrency =>
+                {
+                    let msg = match next {
+                        Err(_) => anyhow::bail!(
+                            "the consumer received {seen} of {n} events, then nothing for {} s",
+                            stall.as_secs()
+                        ),
+                        Ok(None) => anyhow::bail!(
+                            "the consumer's pull ended after {seen} of {n} events"
+                        ),
+                        Ok(Some(Err(e))) => anyhow::bail!(
+                            "the consumer's pull failed after {seen} of {n} events: {e}"
+                        ),
+                        Ok(Some(Ok(msg))) => msg,
+                    };
+                    seen += 1;
                     let Ok(event) = serde_json::from_slice::<Event>(&msg.payload) else {
-                        return;
+                        continue;
                     };
                     let keys = event.distinct_keys();
                     if keys.is_empty() {
-                        return;
+                        continue;
                     }
-                    let t = Instant::now();
-                    let hits = reader.read(&keys).await;
-                    rec.record(Sample {
-                        ms: t.elapsed().as_secs_f64() * 1e3,
-                        keys: keys.len() as u32,
-                        hits,
+                    let reader = reader.clone();
+                    let rec = rec.clone();
+                    reads.push(async move {
+                        let t = Instant::now();
+                        let hits = reader.read(&keys).await;
+                        rec.record(Sample {
+                            ms: t.elapsed().as_secs_f64() * 1e3,
+                            keys: keys.len() as u32,
+                            hits,
+                        });
                     });
                 }
-            })
-            .await;
-        seen.load(Ordering::Relaxed) as usize
+            }
+        }
+        anyhow::Ok(seen)
     }))
+}
+
+/// Waits until `serve` has processed `n` events; fails when it processes none for `stall`.
+async fn wait_processed(
+    stats: &prescient_server::ServeStats,
+    n: usize,
+    stall: Duration,
+) -> anyhow::Result<()> {
+    let mut last = 0u64;
+    let mut progress = Instant::now();
+    loop {
+        let done = stats.processed.load(Ordering::Relaxed);
+        if done as usize >= n {
+            return Ok(());
+        }
+        if done > last {
+            last = done;
+            progress = Instant::now();
+        }
+        anyhow::ensure!(
+            progress.elapsed() < stall,
+            "serve processed {done} of {n} events, then none for {} s ({} received, {} source errors)",
+            stall.as_secs(),
+            stats.received.load(Ordering::Relaxed),
+            stats.source_errors.load(Ordering::Relaxed),
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits for a consumer task; fails if it fails, panics, or outlives `limit`.
+async fn join_consumer(
+    task: tokio::task::JoinHandle<anyhow::Result<usize>>,
+    limit: Duration,
+    which: &str,
+) -> anyhow::Result<usize> {
+    match tokio::time::timeout(limit, task).await {
+        Err(_) => anyhow::bail!(
+            "the {which} consumer did not finish in {} s",
+            limit.as_secs()
+        ),
+        Ok(Err(e)) => anyhow::bail!("the {which} consumer task failed: {e}"),
+        Ok(Ok(r)) => r.with_context(|| format!("the {which} consumer")),
+    }
 }
 
 /// Runs `bench`.
@@ -481,13 +664,31 @@ fn live(args: LiveArgs) -> anyhow::Result<()> {
     let consumer_rt = consumer_runtime()?;
     let result = rt.block_on(live_async(&args, events, consumer_rt.handle().clone()));
     consumer_rt.shutdown_background();
+    // A failed run may leave tasks behind (a prediction on the blocking pool, loads): do not
+    // wait for them for long.
+    rt.shutdown_timeout(Duration::from_secs(5));
     let result = result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         println!(
-            "{} events: {:.0} events/s through NATS, serve and Redis (publisher {:.0}/s)",
-            result.events, result.events_per_sec, result.publish_events_per_sec
+            "{} events ({} times, {} clock, {} model): {:.0} events/s through NATS, serve and Redis (publisher {:.0}/s)",
+            result.events,
+            result.times,
+            result.clock,
+            result.model,
+            result.events_per_sec,
+            result.publish_events_per_sec
+        );
+        let p = &result.prefetch;
+        println!(
+            "    prefetch: {} predictions, {} prefetches issued, {} used, {} wasted, {} failed; {} reads joined a load in flight",
+            p.predictions,
+            p.prefetches_issued,
+            p.prefetches_used,
+            p.prefetches_wasted,
+            p.prefetch_failures,
+            p.joined
         );
         for (name, s) in [
             ("prescient", &result.prescient),
@@ -597,16 +798,24 @@ key_prefix = "prescient-bench-{run_id}-p"
 type = "postgres"
 url = "{pgurl}"
 table = "{table}"
+[predictor]
+model = "{model}"
 [admin]
 enabled = false
 [serve]
 event_time = "{event_time}"
+clock = "{clock}"
 "#,
         event_time = if args.times == Times::Arrival {
             "arrival"
         } else {
             "event"
         },
+        clock = match args.clock() {
+            BenchClock::Event => "event",
+            BenchClock::Wall => "wall",
+        },
+        model = args.model,
         nats = args.nats,
         redis = args.redis,
         pgurl = args.postgres,
@@ -621,35 +830,37 @@ event_time = "{event_time}"
     }));
 
     // 4. The consumer, then the publisher.
+    let stall = Duration::from_secs(args.stall_secs.max(1));
+    // A backstop: each wait below fails sooner when nothing moves for `stall`.
+    let limit = Duration::from_secs(600);
     let rec_p = Arc::new(Recorder::default());
     let cons = consumer(
         &crt,
         args.nats.clone(),
-        subject.clone(),
+        stream.clone(),
+        format!("bench-prescient-{run_id}"),
+        StartAt::Start,
         n,
         Reader::Prescient(prefetcher.clone()),
         rec_p.clone(),
         args.consumer_concurrency,
+        stall,
     )
     .await?;
     let bar = ProgressBar::hidden();
     let start = Instant::now();
     let pub_took = crate::cmd::publish::publish_all(&sink, &events, None, &bar).await?;
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while (stats.processed.load(Ordering::Relaxed) as usize) < n {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "serve processed only {} of {n} events in 5 minutes",
-            stats.processed.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_processed(&stats, n, stall).await?;
     let serve_took = start.elapsed();
-    let seen = tokio::time::timeout(Duration::from_secs(300), cons)
-        .await
-        .context("the consumer did not finish in 5 minutes")??;
+    let seen = join_consumer(cons, limit, "prescient").await?;
     let _ = stop_tx.send(());
-    let _ = serve.await;
+    match tokio::time::timeout(limit, serve).await {
+        Err(_) => anyhow::bail!("serve did not stop in {} s", limit.as_secs()),
+        Ok(Err(e)) => anyhow::bail!("serve failed: {e}"),
+        Ok(Ok(r)) => {
+            r.context("serve")?;
+        }
+    }
     let snap = prefetcher.snapshot();
     let counter = |name: &str| {
         snap.counters
@@ -663,11 +874,14 @@ event_time = "{event_time}"
         prefetches_issued: counter("prefetches_issued"),
         prefetches_used: counter("prefetches_used"),
         prefetches_wasted: counter("prefetches_wasted"),
+        prefetch_failures: counter("prefetch_failures"),
+        joined: counter("joined"),
+        planner: prefetcher.planner_stats().into(),
     };
     eprintln!("prescient run done: consumer saw {seen} events");
 
     // 5. The same consumer with plain cache-aside on a fresh key prefix, over connections of
-    //    its own runtime.
+    //    its own runtime, reading the events published again from now on.
     let redis_opts = prescient_redis::RedisCacheOptions::new(args.redis.clone())
         .key_prefix(format!("prescient-bench-{run_id}-ca"));
     let (cache, store) = on_consumer(&crt, async move {
@@ -682,7 +896,9 @@ event_time = "{event_time}"
     let cons = consumer(
         &crt,
         args.nats.clone(),
-        subject.clone(),
+        stream.clone(),
+        format!("bench-cache-aside-{run_id}"),
+        StartAt::New,
         n,
         Reader::CacheAside {
             cache,
@@ -691,13 +907,19 @@ event_time = "{event_time}"
         },
         rec_c.clone(),
         args.consumer_concurrency,
+        stall,
     )
     .await?;
     crate::cmd::publish::publish_all(&sink, &events, None, &bar).await?;
-    tokio::time::timeout(Duration::from_secs(300), cons)
-        .await
-        .context("the cache-aside consumer did not finish in 5 minutes")??;
+    join_consumer(cons, limit, "cache-aside").await?;
     let cache_aside = rec_c.side(loads.load(Ordering::Relaxed));
+    // The run's streams are of no further use.
+    let js = async_nats::jetstream::new(sink.client().clone());
+    for name in [stream.clone(), format!("{stream}_DEAD")] {
+        if let Err(error) = js.delete_stream(&name).await {
+            tracing::warn!(message = "Cannot delete the bench stream.", stream = %name, %error);
+        }
+    }
     Ok(LiveResult {
         events: n,
         times: match args.times {
@@ -705,10 +927,67 @@ event_time = "{event_time}"
             Times::Now => "now",
             Times::Arrival => "arrival",
         },
+        clock: match args.clock() {
+            BenchClock::Event => "event",
+            BenchClock::Wall => "wall",
+        },
+        model: args.model.clone(),
         events_per_sec: n as f64 / serve_took.as_secs_f64().max(1e-9),
         publish_events_per_sec: n as f64 / pub_took.as_secs_f64().max(1e-9),
         prescient,
         cache_aside,
         prefetch,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: an unwrap that fails is a failed test
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        live: LiveArgs,
+    }
+
+    fn args(extra: &[&str]) -> LiveArgs {
+        let mut argv = vec!["bench", "--log", "x.jsonl"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().live
+    }
+
+    #[test]
+    fn the_clock_follows_the_events_unless_they_are_stamped_on_arrival() {
+        assert_eq!(args(&[]).clock(), BenchClock::Event);
+        assert_eq!(args(&["--times", "now"]).clock(), BenchClock::Event);
+        assert_eq!(args(&["--times", "arrival"]).clock(), BenchClock::Wall);
+        assert_eq!(args(&["--clock", "wall"]).clock(), BenchClock::Wall);
+        assert_eq!(args(&[]).stall_secs, 30);
+        assert_eq!(args(&[]).model, "online");
+        assert!(Cli::try_parse_from(["bench", "--log", "x", "--model", "neural"]).is_err());
+    }
+
+    #[test]
+    fn hit_latencies_count_only_the_reads_that_all_hit() {
+        let rec = Recorder::default();
+        for i in 0..100 {
+            rec.record(Sample {
+                ms: f64::from(i),
+                keys: 2,
+                hits: if i < 50 { 2 } else { 1 },
+            });
+        }
+        let side = rec.side(7);
+        assert_eq!(side.reads, 100);
+        assert_eq!(side.hit_reads, 50);
+        assert_eq!(side.store_loads, 7);
+        assert!((side.hit_ratio - 0.75).abs() < 1e-9, "{}", side.hit_ratio);
+        assert_eq!(side.hit_p99_ms, 49.0);
+        assert_eq!(side.read_p99_ms, 98.0);
+        assert_eq!(side.read_p50_ms, 50.0);
+    }
 }
