@@ -237,9 +237,11 @@ impl OnlineModel for PrescientModel {
         // Per entity, the predictions kept so far. Two predictions of one entity for
         // overlapping windows are one use: the more confident stays. Disjoint windows (a refresh
         // before the copy expires, a use after it) are two uses, and both stay.
-        let mut at: FxHashMap<EntityKey, Vec<usize>> = FxHashMap::default();
+        // `at` holds each entity's first prediction; an entity predicted again is rare, so its
+        // other predictions are found by a scan.
+        let mut at: FxHashMap<EntityKey, usize> = FxHashMap::default();
         for (i, p) in f.entities.iter().enumerate() {
-            at.entry(p.entity.clone()).or_default().push(i);
+            at.entry(p.entity.clone()).or_insert(i);
         }
         let overlap = |a: &Prediction, b: &Prediction| {
             a.expected_at <= b.latest.max(b.expected_at)
@@ -247,17 +249,21 @@ impl OnlineModel for PrescientModel {
         };
         for m in more {
             for p in m.entities {
-                let slots = at.entry(p.entity.clone()).or_default();
-                match slots.iter().copied().find(|&i| overlap(&f.entities[i], &p)) {
+                let same = match at.get(&p.entity) {
+                    Some(&first) => (first..f.entities.len())
+                        .find(|&i| f.entities[i].entity == p.entity && overlap(&f.entities[i], &p)),
+                    None => {
+                        at.insert(p.entity.clone(), f.entities.len());
+                        None
+                    }
+                };
+                match same {
                     Some(i) => {
                         if f.entities[i].confidence < p.confidence {
                             f.entities[i] = p;
                         }
                     }
-                    None => {
-                        slots.push(f.entities.len());
-                        f.entities.push(p);
-                    }
+                    None => f.entities.push(p),
                 }
             }
         }
