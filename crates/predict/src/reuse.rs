@@ -375,7 +375,7 @@ impl ReuseModel {
         let weight = if read {
             1.0
         } else if every == 1
-            || mix(mix(st.id, st.fill as u64), u64::from(j)) % u64::from(every) == 0
+            || mix(mix(st.id, st.fill as u64), u64::from(j)).is_multiple_of(u64::from(every))
         {
             every as f32
         } else {
