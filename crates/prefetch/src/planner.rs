@@ -40,6 +40,7 @@ use prescient_core::{EntityKey, Relation, SmolStr, Timestamp};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rustc_hash::FxHashMap;
+use serde::Serialize;
 
 use crate::budget::{Budget, BudgetConfig};
 use crate::retry::RetryConfig;
@@ -184,7 +185,7 @@ pub struct Batch<K: PlanKey> {
 }
 
 /// What the planner did with the predictions of one [`Relation`].
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct RelationStats {
     /// Prefetch loads issued for predictions found through this relation.
     pub issued: u64,
@@ -194,8 +195,9 @@ pub struct RelationStats {
     pub threshold: f32,
 }
 
-/// Counters of what the planner did.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Counters of what the planner did. Serialized (in `replay` and `bench live` JSON) with
+/// `by_relation` as a map from relation name to its counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PlannerStats {
     /// Predictions offered.
     pub offered: u64,
@@ -227,7 +229,15 @@ pub struct PlannerStats {
     /// Prefetch loads that failed for good.
     pub failed: u64,
     /// Per relation, in the order of [`Relation::ALL`].
+    #[serde(serialize_with = "by_relation_name")]
     pub by_relation: [RelationStats; Relation::ALL.len()],
+}
+
+fn by_relation_name<S: serde::Serializer>(
+    stats: &[RelationStats; Relation::ALL.len()],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(Relation::ALL.iter().map(|r| (r.as_str(), stats[r.index()])))
 }
 
 #[derive(Debug, Clone)]
@@ -1062,5 +1072,23 @@ mod tests {
         assert!(p.poll(ms(0), &mut |_, _| false).is_empty());
         assert!(p.poll(ms(5_000), &mut |_, _| false).is_empty());
         assert_eq!(p.stats().expired, 1);
+    }
+
+    #[test]
+    fn stats_serialize_relations_by_name() {
+        let mut stats = PlannerStats {
+            issued: 3,
+            ..PlannerStats::default()
+        };
+        stats.by_relation[Relation::Refresh.index()].issued = 2;
+        stats.by_relation[Relation::Refresh.index()].used = 1;
+        let v = serde_json::to_value(&stats).unwrap();
+        assert_eq!(v["issued"], 3);
+        assert_eq!(v["by_relation"]["refresh"]["issued"], 2);
+        assert_eq!(v["by_relation"]["refresh"]["used"], 1);
+        assert_eq!(
+            v["by_relation"].as_object().map(|m| m.len()),
+            Some(Relation::ALL.len())
+        );
     }
 }

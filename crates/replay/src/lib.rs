@@ -14,7 +14,7 @@ pub mod workload;
 
 use std::time::Duration;
 
-use prescient_core::{Predictor, Relation};
+use prescient_core::Predictor;
 use prescient_prefetch::{BreakerConfig, PlannerConfig};
 use serde::Serialize;
 
@@ -325,18 +325,11 @@ pub fn run(
         }
         _ => 0.0,
     };
-    let planner = ps.planner.as_ref().map_or(serde_json::Value::Null, |s| {
-        serde_json::json!({
-            "offered": s.offered, "below_threshold": s.below_threshold, "out_of_horizon": s.out_of_horizon,
-            "replaced": s.replaced, "dropped_full": s.dropped_full, "skipped_cached": s.skipped_cached,
-            "skipped_in_flight": s.skipped_in_flight, "expired": s.expired, "budget_waits": s.budget_waits,
-            "issued": s.issued, "batches": s.batches, "loaded": s.loaded, "retries": s.retries, "failed": s.failed,
-            "by_relation": Relation::ALL.iter().map(|r| {
-                let x = s.by_relation[r.index()];
-                (r.as_str().to_owned(), serde_json::json!({"issued": x.issued, "used": x.used, "threshold": x.threshold}))
-            }).collect::<serde_json::Map<_, _>>(),
-        })
-    });
+    let planner = ps
+        .planner
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(serde_json::Value::Null);
     let prescient = PrescientReport {
         prefetches: ps.prefetches,
         useful_prefetches: ps.useful_prefetches,

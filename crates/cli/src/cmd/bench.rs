@@ -158,46 +158,7 @@ pub struct PrefetchCounts {
     /// hitting the cache: they count as misses in `hit_ratio`.
     pub joined: u64,
     /// What the planner did with the predictions.
-    pub planner: PlannerCounts,
-}
-
-/// The planner's counters (`prescient_prefetch::PlannerStats`): where the predictions went.
-#[derive(Debug, Serialize)]
-pub struct PlannerCounts {
-    /// Predictions offered.
-    pub offered: u64,
-    /// Below the (learned) confidence threshold.
-    pub below_threshold: u64,
-    /// Expected beyond the horizon, or already over.
-    pub out_of_horizon: u64,
-    /// Skipped when due: the entity was cached and fresh.
-    pub skipped_cached: u64,
-    /// Skipped when due: the entity was being loaded already.
-    pub skipped_in_flight: u64,
-    /// Window over before the load could be issued.
-    pub expired: u64,
-    /// Times a due plan waited for budget.
-    pub budget_waits: u64,
-    /// Loads issued.
-    pub issued: u64,
-    /// Store batches issued.
-    pub batches: u64,
-}
-
-impl From<prescient_prefetch::PlannerStats> for PlannerCounts {
-    fn from(s: prescient_prefetch::PlannerStats) -> Self {
-        PlannerCounts {
-            offered: s.offered,
-            below_threshold: s.below_threshold,
-            out_of_horizon: s.out_of_horizon,
-            skipped_cached: s.skipped_cached,
-            skipped_in_flight: s.skipped_in_flight,
-            expired: s.expired,
-            budget_waits: s.budget_waits,
-            issued: s.issued,
-            batches: s.batches,
-        }
-    }
+    pub planner: prescient_prefetch::PlannerStats,
 }
 
 /// The result.
@@ -876,7 +837,7 @@ clock = "{clock}"
         prefetches_wasted: counter("prefetches_wasted"),
         prefetch_failures: counter("prefetch_failures"),
         joined: counter("joined"),
-        planner: prefetcher.planner_stats().into(),
+        planner: prefetcher.planner_stats(),
     };
     eprintln!("prescient run done: consumer saw {seen} events");
 
