@@ -75,7 +75,9 @@ pub struct KeyConfig {
     pub max_stride: u64,
     /// The longest run of ids predicted as one successor.
     pub max_run: u64,
-    /// The least confidence of an emitted prediction.
+    /// The least confidence of an emitted prediction. The default, 0.3, is the prefetch
+    /// planner's lowest threshold: the planner learns, per relation, which of these are worth
+    /// a load, so the model leaves that choice to it.
     pub min_confidence: f32,
     /// The predicted windows end this many mean event gaps after the event.
     pub window_events: f64,
@@ -89,7 +91,7 @@ impl Default for KeyConfig {
     fn default() -> Self {
         KeyConfig {
             max_keys: 1 << 18,
-            max_successors: 4,
+            max_successors: 8,
             successor_distance: 4,
             successor_chain: true,
             max_streams: 16,
@@ -97,7 +99,7 @@ impl Default for KeyConfig {
             max_readahead: 256,
             max_stride: 64,
             max_run: 256,
-            min_confidence: 0.5,
+            min_confidence: 0.3,
             window_events: 1_000_000.0,
             max_kinds: 64,
             max_count: 4096.0,
