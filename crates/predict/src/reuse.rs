@@ -271,6 +271,11 @@ impl ReuseModel {
         self.predicted
     }
 
+    /// Entity slots allocated (tracked and free): what the model's per-entity memory holds.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Entities tracked now.
     pub fn tracked(&self) -> usize {
         self.index.len()

@@ -4,7 +4,7 @@
 //! with `cargo test --release -p prescient-predict --test memory_bound -- --ignored`.
 
 use prescient_core::{EntityRef, Event, Observe, OnlineModel, Timestamp};
-use prescient_predict::{RelationalConfig, RelationalModel};
+use prescient_predict::{RelationalConfig, RelationalModel, ReuseConfig, ReuseModel};
 
 fn stream(distinct: u64, max_entities: usize) {
     let mut m = RelationalModel::new(RelationalConfig {
@@ -39,4 +39,38 @@ fn bounded_on_100k_distinct_entities() {
 #[ignore = "10 million events: run in release with --ignored"]
 fn bounded_on_10m_distinct_entities() {
     stream(10_000_000, 200_000);
+}
+
+/// The reuse-time model (the part of the default model that tracks every entity read): its
+/// tracked entities and its slots stay within `max_entities`.
+fn reuse_stream(distinct: u64, max_entities: usize) {
+    let mut m = ReuseModel::new(ReuseConfig {
+        max_entities,
+        ..ReuseConfig::default()
+    });
+    let mut peak = 0;
+    for i in 0..distinct {
+        // A new entity every second; every tenth event also reads a hot one.
+        let mut e = Event::new("e", "touch", Timestamp::from_secs(i as i64))
+            .with_entity(EntityRef::new("doc", i.to_string()));
+        if i % 10 == 0 {
+            e = e.with_entity(EntityRef::new("shop", (i % 7).to_string()));
+        }
+        m.observe(&e, Observe::Learn);
+        let _ = m.forecast(&e);
+        peak = peak.max(m.tracked());
+    }
+    assert!(peak <= max_entities + 1, "peak {peak} > {max_entities}");
+    assert!(m.slots() <= max_entities + 1, "{} slots", m.slots());
+}
+
+#[test]
+fn reuse_bounded_on_100k_distinct_entities() {
+    reuse_stream(100_000, 5_000);
+}
+
+#[test]
+#[ignore = "10 million events: run in release with --ignored"]
+fn reuse_bounded_on_10m_distinct_entities() {
+    reuse_stream(10_000_000, 200_000);
 }
