@@ -281,6 +281,29 @@ impl ReuseModel {
         self.index.len()
     }
 
+    /// Tracks a new entity in a free slot (or a new one), and returns the slot.
+    fn insert(&mut self, key: EntityKey, st: EntityState) -> u32 {
+        let fresh = Slot {
+            key: key.clone(),
+            st,
+            live: true,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(s) = self.slots.get_mut(i as usize) {
+                    *s = fresh;
+                }
+                i
+            }
+            None => {
+                self.slots.push(fresh);
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.index.insert(key, i);
+        i
+    }
+
     fn state(&self, key: &EntityKey) -> Option<&EntityState> {
         let &slot = self.index.get(key)?;
         self.slots.get(slot as usize).map(|s| &s.st)
@@ -529,27 +552,7 @@ impl OnlineModel for ReuseModel {
                     }
                     i
                 }
-                None => {
-                    let fresh = Slot {
-                        key: key.clone(),
-                        st,
-                        live: true,
-                    };
-                    let i = match self.free.pop() {
-                        Some(i) => {
-                            if let Some(s) = self.slots.get_mut(i as usize) {
-                                *s = fresh;
-                            }
-                            i
-                        }
-                        None => {
-                            self.slots.push(fresh);
-                            u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
-                        }
-                    };
-                    self.index.insert(key, i);
-                    i
-                }
+                None => self.insert(key, st),
             };
             if !scheduled || prev.is_some_and(|s| s.fill != fill) {
                 self.due.push(Reverse((self.start_of(fill, 1), fill, slot)));
