@@ -4,7 +4,9 @@
 //!   Its next type is predicted from that history by interpolated Witten-Bell smoothing over a
 //!   chain of contexts from short to long ([`ContextSpec`]): the last 1, 2, ... types of the
 //!   entity's kind, optionally with the time since the entity's previous event, the hour of day
-//!   and the weekday. The forecast is for the next event touching *any* of the event's entities:
+//!   and the weekday, or the entity's event count. The default chain is the last 1, 2, 3 and 4
+//!   types, then the last 3 with the time since the previous event and the event count (how
+//!   long a case waited, and how far along it is, tell which branch it takes). The forecast is for the next event touching *any* of the event's entities:
 //!   the entities' distributions are mixed with weights proportional to their rates (one over
 //!   the median time to their next event), as for competing clocks. Counts halve once a context
 //!   has seen [`RelationalConfig::max_count`] events, so the model follows drift. The top-1
@@ -127,6 +129,11 @@ impl Default for RelationalConfig {
                 ContextSpec::types(2),
                 ContextSpec::types(3),
                 ContextSpec::types(4),
+                ContextSpec {
+                    gap: true,
+                    position: true,
+                    ..ContextSpec::types(3)
+                },
             ],
             order: 4,
             window: Duration::from_secs(3600),
