@@ -93,7 +93,7 @@ pub fn mix(
 }
 
 /// Every next type of the mix, most likely first; the network's distribution alone when the
-/// online model has nothing to say.
+/// online model has nothing to say, and the online model's forecast as it is at weight 0.
 fn combine(
     neural: Option<&NextTypeDistribution>,
     online: &Forecast,
@@ -114,6 +114,8 @@ fn combine(
                 })
                 .collect()
         }
+        // Weight 0 is the online model alone, in its own order (a mix would re-break its ties).
+        _ if weight <= 0.0 => online.next.clone(),
         _ => mix(neural, online, weight, event, usize::MAX),
     }
 }
@@ -398,6 +400,28 @@ mod tests {
         let l0 = loss(&h0);
         let l1 = loss(&h1);
         (vec![0.0, 0.5], vec![h0, h1], vec![l0, l1])
+    }
+
+    #[test]
+    fn weight_zero_is_the_online_forecast_as_it_is() {
+        let at = prescient_core::Timestamp::from_secs(10);
+        let online = Forecast {
+            next: ["b", "a", "c"]
+                .into_iter()
+                .zip([0.4, 0.4, 0.2])
+                .map(|(t, p)| NextEvent {
+                    event_type: t.into(),
+                    probability: p,
+                    expected_at: at,
+                })
+                .collect(),
+            entities: Vec::new(),
+        };
+        let e = Event::new("1", "x", prescient_core::Timestamp::from_secs(0));
+        let order = |v: Vec<NextEvent>| v.into_iter().map(|n| n.event_type).collect::<Vec<_>>();
+        // the online model's tie order survives; a mix re-breaks ties by name
+        assert_eq!(order(combine(None, &online, 0.0, &e)), ["b", "a", "c"]);
+        assert_eq!(order(combine(None, &online, 0.5, &e)), ["a", "b", "c"]);
     }
 
     #[test]
