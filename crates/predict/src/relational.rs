@@ -6,9 +6,10 @@
 //!   entity's kind, optionally with the time since the entity's previous event, the hour of day
 //!   and the weekday, or the entity's event count. The default chain is the last 1, 2, 3 and 4
 //!   types, then the last 3 with the time since the previous event and the event count (how
-//!   long a case waited, and how far along it is, tell which branch it takes). The forecast is for the next event touching *any* of the event's entities:
-//!   the entities' distributions are mixed with weights proportional to their rates (one over
-//!   the median time to their next event), as for competing clocks. Counts halve once a context
+//!   long a case waited, and how far along it is, tell which branch it takes). The forecast is
+//!   for the next event touching *any* of the event's entities: the entities' distributions
+//!   are mixed with weights proportional to their rates (one over the median time to their next
+//!   event), as for competing clocks. Counts halve once a context
 //!   has seen [`RelationalConfig::max_count`] events, so the model follows drift. The top-1
 //!   probability is calibrated online by binning (per probability bin, number of context
 //!   levels found, and whether the entity has seen only one event): the raw top-1 prediction
