@@ -17,7 +17,7 @@ use serde::Serialize;
 
 mod metrics;
 
-pub use metrics::{Calibration, ECE_BINS};
+pub use metrics::{Calibration, ECE_BINS, ReliabilityBin};
 
 /// Why an evaluation could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +124,9 @@ pub struct Report {
     pub next_type_top3_accuracy: f64,
     /// Expected calibration error of the top-1 next-type confidence, 10 equal-width bins.
     pub ece: f64,
+    /// The reliability table behind `ece`: per confidence bin, predictions, mean confidence
+    /// and accuracy.
+    pub reliability: Vec<ReliabilityBin>,
     /// Wall-clock seconds spent training.
     pub train_seconds: f64,
     /// Predictions per wall-clock second while scoring (including the observe calls).
@@ -261,6 +264,7 @@ fn base_report(model: &dyn OnlineModel, opts: &EvalOptions, s: &Scores) -> Repor
         next_type_accuracy: s.accuracy(),
         next_type_top3_accuracy: ratio(s.top3, s.scored),
         ece: s.calibration.ece(),
+        reliability: s.calibration.reliability(),
         train_seconds: 0.0,
         predict_per_sec: 0.0,
         test_observe: "track",

@@ -41,6 +41,37 @@ impl Calibration {
             })
             .sum()
     }
+
+    /// The reliability table behind [`Calibration::ece`]: every bin that holds a prediction.
+    pub fn reliability(&self) -> Vec<ReliabilityBin> {
+        self.bins
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.0 > 0)
+            .map(|(i, &(n, k, sum))| ReliabilityBin {
+                lower: i as f64 / ECE_BINS as f64,
+                upper: (i + 1) as f64 / ECE_BINS as f64,
+                predictions: n,
+                mean_confidence: sum / n as f64,
+                accuracy: k as f64 / n as f64,
+            })
+            .collect()
+    }
+}
+
+/// One confidence bin of a reliability table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReliabilityBin {
+    /// The bin's lower confidence bound.
+    pub lower: f64,
+    /// The bin's upper confidence bound.
+    pub upper: f64,
+    /// Top-1 predictions made with a confidence in the bin.
+    pub predictions: u64,
+    /// Their mean confidence.
+    pub mean_confidence: f64,
+    /// The share of them that came true.
+    pub accuracy: f64,
 }
 
 #[cfg(test)]
@@ -66,5 +97,18 @@ mod tests {
         check(&[(0.2, false), (0.2, false), (1.0, true), (1.0, true)], 0.1);
         // Out of range is clamped.
         check(&[(1.5, true), (f32::NAN, false)], 0.0);
+    }
+
+    #[test]
+    fn reliability_lists_the_filled_bins() {
+        let mut c = Calibration::default();
+        for &(p, ok) in &[(0.25, true), (0.25, false), (0.95, true)] {
+            c.add(p, ok);
+        }
+        let r = c.reliability();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].predictions, r[0].accuracy), (2, 0.5));
+        assert!((r[0].lower - 0.2).abs() < 1e-9 && (r[0].mean_confidence - 0.25).abs() < 1e-6);
+        assert_eq!((r[1].predictions, r[1].accuracy), (1, 1.0));
     }
 }
