@@ -24,6 +24,7 @@ mod sink;
 mod source;
 
 use prescient_core::SourceError;
+pub(crate) use prescient_core::error_chain;
 
 pub use sink::{AmqpSink, AmqpSinkOptions};
 pub use source::{AmqpSource, AmqpSourceOptions};
@@ -71,7 +72,7 @@ impl From<AmqpError> for SourceError {
 /// Classifies a lapin error from step `what`: I/O and connection-state errors are
 /// [`AmqpError::Unavailable`], everything else [`AmqpError::Refused`].
 pub(crate) fn classify(what: &'static str, e: &lapin::Error) -> AmqpError {
-    let msg = full_message(e);
+    let msg = error_chain(e);
     match e.kind() {
         lapin::ErrorKind::IOError(_)
         | lapin::ErrorKind::RuntimeShutdownError(_)
@@ -82,21 +83,6 @@ pub(crate) fn classify(what: &'static str, e: &lapin::Error) -> AmqpError {
         }
         _ => AmqpError::Refused { what, error: msg },
     }
-}
-
-/// An error message with its chain of sources.
-pub(crate) fn full_message(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = inner.source();
-    }
-    s
 }
 
 /// Hides a password in a URL for logs.

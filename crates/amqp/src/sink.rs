@@ -15,7 +15,7 @@ use prescient_core::{Event, EventSink, SourceError};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::{AmqpError, DEFAULT_URL, classify, full_message, redact_url};
+use crate::{AmqpError, DEFAULT_URL, classify, error_chain, redact_url};
 
 /// Options of [`AmqpSink::connect`].
 #[derive(Clone)]
@@ -117,7 +117,7 @@ impl AmqpSink {
                     AmqpError::Unavailable(format!(
                         "cannot connect to {}: {}",
                         redact_url(&opts.url),
-                        full_message(&e)
+                        error_chain(&e)
                     ))
                 })?;
             let channel = connection
@@ -170,7 +170,7 @@ impl AmqpSink {
         self.connection
             .close(200, "bye".into())
             .await
-            .map_err(|e| SourceError::Unavailable(full_message(&e)))
+            .map_err(|e| SourceError::Unavailable(error_chain(&e)))
     }
 
     async fn send(&self, payload: &[u8]) -> Result<(), SourceError> {
@@ -190,7 +190,7 @@ impl AmqpSink {
                     .with_content_type("application/json".into()),
             )
             .await
-            .map_err(|e| SourceError::Unavailable(full_message(&e)))?;
+            .map_err(|e| SourceError::Unavailable(error_chain(&e)))?;
         state.pending.push(confirm);
         if state.pending.len() < self.window {
             return Ok(());
@@ -227,7 +227,7 @@ async fn await_confirms(chunk: Vec<PublisherConfirm>) -> Result<(), SourceError>
             Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => None,
             Ok(Confirmation::Ack(Some(_))) => Some("a message was unroutable".to_owned()),
             Ok(Confirmation::Nack(_)) => Some("the broker refused a message".to_owned()),
-            Err(e) => Some(full_message(&e)),
+            Err(e) => Some(error_chain(&e)),
         };
         if let Some(p) = problem {
             failed += 1;

@@ -200,7 +200,7 @@ async fn open(opts: &AmqpSourceOptions, dead_queue: &str) -> Result<Live, AmqpEr
                 AmqpError::Unavailable(format!(
                     "cannot connect to {}: {}",
                     redact_url(&opts.url),
-                    crate::full_message(&e)
+                    crate::error_chain(&e)
                 ))
             })?;
         let channel = connection
@@ -318,7 +318,7 @@ impl AmqpAck {
                 "the channel closed before the ack; the broker will deliver the message again"
                     .into(),
             )),
-            Err(e) => Err(SourceError::Ack(crate::full_message(&e))),
+            Err(e) => Err(SourceError::Ack(crate::error_chain(&e))),
         }
     }
 }
@@ -352,7 +352,7 @@ impl Acknowledge for AmqpAck {
             .map_err(|e| {
                 SourceError::Ack(format!(
                     "dead-lettering to {dead}: {}",
-                    crate::full_message(&e)
+                    crate::error_chain(&e)
                 ))
             })?;
         match confirm.await {
@@ -365,7 +365,7 @@ impl Acknowledge for AmqpAck {
             Err(e) => {
                 return Err(SourceError::Ack(format!(
                     "dead-lettering to {dead}: {}",
-                    crate::full_message(&e)
+                    crate::error_chain(&e)
                 )));
             }
         }

@@ -6,7 +6,7 @@
 //! the end.
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use lapin::options::{BasicGetOptions, QueueDeleteOptions};
@@ -17,21 +17,10 @@ use prescient_amqp::{
     dead_letter_queue,
 };
 use prescient_core::{EntityRef, Event, EventSink, EventSource, SourceError, Timestamp};
+use prescient_testkit::{service, unavailable, unique};
 
 fn url() -> String {
-    std::env::var("PRESCIENT_TEST_AMQP").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("prescient.test.{name}.{}.{nanos}", std::process::id())
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
+    service("PRESCIENT_TEST_AMQP", DEFAULT_URL)
 }
 
 fn options(name: &str) -> AmqpSourceOptions {
@@ -48,8 +37,8 @@ fn options(name: &str) -> AmqpSourceOptions {
 async fn source(opts: &AmqpSourceOptions) -> Option<AmqpSource> {
     match AmqpSource::connect(opts.clone()).await {
         Ok(s) => Some(s),
-        Err(AmqpError::Unavailable(e)) if !in_ci() => {
-            println!("SKIPPED: RabbitMQ unreachable: {e}");
+        Err(AmqpError::Unavailable(e)) => {
+            unavailable(format!("RabbitMQ unreachable: {e}"));
             None
         }
         Err(e) => panic!("cannot connect to RabbitMQ: {e}"),
@@ -226,8 +215,8 @@ async fn unroutable_publish_is_an_error() {
     .await
     {
         Ok(s) => s,
-        Err(AmqpError::Unavailable(e)) if !in_ci() => {
-            println!("SKIPPED: RabbitMQ unreachable: {e}");
+        Err(AmqpError::Unavailable(e)) => {
+            unavailable(format!("RabbitMQ unreachable: {e}"));
             return;
         }
         Err(e) => panic!("cannot connect to RabbitMQ: {e}"),

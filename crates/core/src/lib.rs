@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod entity;
+pub mod error;
 pub mod event;
 pub mod prediction;
 pub mod predictor;
@@ -19,6 +20,7 @@ pub mod time;
 
 pub use cache::{Cache, CacheError, PutOutcome};
 pub use entity::{EntityKey, EntityRef, Entry, Version};
+pub use error::error_chain;
 pub use event::{Event, Mutation};
 pub use prediction::{Forecast, NextEvent, Prediction, Relation};
 pub use predictor::{Local, Observe, OnlineModel, PredictError, PredictRequest, Predictor};

@@ -4,12 +4,13 @@
 #![allow(clippy::unwrap_used)] // test helpers fail loudly on setup errors
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_memcached::{AsciiProtocol, Client};
 use bytes::Bytes;
 use prescient_core::{Cache, EntityKey, Entry, PutOutcome, Version};
 use prescient_memcached::{MemcachedCache, MemcachedCacheOptions};
+use prescient_testkit::{service, unavailable, unique};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -18,8 +19,7 @@ const TTL: Duration = Duration::from_secs(60);
 /// The test server (`PRESCIENT_TEST_MEMCACHED`, default `127.0.0.1:11211`), or `None` after
 /// printing `SKIPPED` when unreachable. Under `CI=true` unreachable fails.
 async fn addr(test: &str) -> Option<String> {
-    let addr =
-        std::env::var("PRESCIENT_TEST_MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".to_owned());
+    let addr = service("PRESCIENT_TEST_MEMCACHED", "127.0.0.1:11211");
     let reachable = async {
         let mut c = Client::new(dsn(&addr)).await.ok()?;
         c.version().await.ok()
@@ -27,11 +27,7 @@ async fn addr(test: &str) -> Option<String> {
     match tokio::time::timeout(Duration::from_secs(3), reachable).await {
         Ok(Some(_)) => Some(addr),
         _ => {
-            let why = format!("{test}: memcached at {addr} is unreachable");
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{why}");
-            }
-            println!("SKIPPED: {why}");
+            unavailable(format!("{test}: memcached at {addr} is unreachable"));
             None
         }
     }
@@ -44,14 +40,6 @@ fn dsn(addr: &str) -> String {
     } else {
         format!("tcp://{addr}")
     }
-}
-
-fn unique(tag: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("ptest-{tag}-{}-{nanos}", std::process::id())
 }
 
 async fn cache(addr: &str, prefix: &str) -> MemcachedCache {

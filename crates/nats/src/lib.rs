@@ -26,6 +26,7 @@ mod source;
 use std::time::Duration;
 
 use prescient_core::SourceError;
+pub(crate) use prescient_core::error_chain;
 use tracing::{info, warn};
 
 pub use sink::{NatsSink, NatsSinkOptions};
@@ -69,21 +70,6 @@ impl From<NatsError> for SourceError {
     }
 }
 
-/// An error message with its chain of sources.
-pub(crate) fn full_message(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = inner.source();
-    }
-    s
-}
-
 /// Connects a client that logs its connection events.
 pub(crate) async fn connect_client(
     url: &str,
@@ -115,7 +101,7 @@ pub(crate) async fn connect_client(
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(NatsError::Unavailable(format!(
             "cannot connect to {url}: {}",
-            full_message(&e)
+            error_chain(&e)
         ))),
         Err(_) => Err(NatsError::Unavailable(format!(
             "connecting to {url} timed out"

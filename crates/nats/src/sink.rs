@@ -13,7 +13,7 @@ use prescient_core::{Event, EventSink, SourceError};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use crate::{DEFAULT_URL, NatsError, connect_client, full_message};
+use crate::{DEFAULT_URL, NatsError, connect_client, error_chain};
 
 /// Options of [`NatsSink::connect`].
 #[derive(Debug, Clone)]
@@ -107,7 +107,7 @@ impl NatsSink {
             .await
             .map_err(|e| NatsError::JetStream {
                 what: "creating the stream",
-                error: full_message(&e),
+                error: error_chain(&e),
             })?;
         }
         Ok(NatsSink {
@@ -132,7 +132,7 @@ impl NatsSink {
             .js
             .publish(self.subject.clone(), payload)
             .await
-            .map_err(|e| SourceError::Unavailable(full_message(&e)))?;
+            .map_err(|e| SourceError::Unavailable(error_chain(&e)))?;
         let mut state = self.state.lock().await;
         state.pending.push(fut);
         if state.pending.len() < self.window {
@@ -166,7 +166,7 @@ async fn await_acks(chunk: Vec<PublishAckFuture>) -> Result<(), SourceError> {
     let results = futures::future::join_all(chunk.into_iter().map(IntoFuture::into_future)).await;
     let failed: Vec<String> = results
         .into_iter()
-        .filter_map(|r| r.err().map(|e| full_message(&e)))
+        .filter_map(|r| r.err().map(|e| error_chain(&e)))
         .collect();
     match failed.first() {
         None => Ok(()),

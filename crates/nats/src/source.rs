@@ -18,7 +18,7 @@ use prescient_core::{
 use tracing::{debug, warn};
 
 use crate::{
-    DEFAULT_URL, ERROR_HEADER, NatsError, ORIGINAL_SUBJECT_HEADER, connect_client, full_message,
+    DEFAULT_URL, ERROR_HEADER, NatsError, ORIGINAL_SUBJECT_HEADER, connect_client, error_chain,
     header_safe,
 };
 
@@ -147,7 +147,7 @@ impl NatsSource {
         let js_err = |what: &'static str| {
             move |e: &dyn std::error::Error| NatsError::JetStream {
                 what,
-                error: full_message(e),
+                error: error_chain(e),
             }
         };
 
@@ -221,7 +221,7 @@ impl NatsSource {
         self.client
             .flush()
             .await
-            .map_err(|e| NatsError::Unavailable(full_message(&e)))
+            .map_err(|e| NatsError::Unavailable(error_chain(&e)))
     }
 
     async fn start_pull(&self) -> Result<PullStream, SourceError> {
@@ -238,7 +238,7 @@ impl NatsSource {
             Ok(Err(e)) => Err(SourceError::Unavailable(format!(
                 "cannot start pulling from {}: {}",
                 self.opts.stream,
-                full_message(&e)
+                error_chain(&e)
             ))),
             Err(_) => Err(SourceError::Unavailable(format!(
                 "starting to pull from {} timed out",
@@ -288,7 +288,7 @@ impl EventSource for NatsSource {
                 // Start a fresh pull on the next call: the old one may be dead with the
                 // connection. Anything it had buffered is delivered again after `ack_wait`.
                 self.messages = None;
-                let error = full_message(&e);
+                let error = error_chain(&e);
                 warn!(message = "NATS pull failed.", %error, stream = %self.opts.stream, durable = %self.opts.durable);
                 Err(SourceError::Unavailable(format!(
                     "pulling from {} failed: {error}",
@@ -329,7 +329,7 @@ impl Acknowledge for NatsAck {
         self.acker
             .ack()
             .await
-            .map_err(|e| SourceError::Ack(full_message(&*e)))
+            .map_err(|e| SourceError::Ack(error_chain(&*e)))
     }
 
     async fn dead_letter(self: Box<Self>, reason: &str) -> Result<(), SourceError> {
@@ -343,16 +343,16 @@ impl Acknowledge for NatsAck {
             .publish_with_headers(dead.clone(), headers, self.raw.clone())
             .await
             .map_err(|e| {
-                SourceError::Ack(format!("dead-lettering to {dead}: {}", full_message(&e)))
+                SourceError::Ack(format!("dead-lettering to {dead}: {}", error_chain(&e)))
             })?;
         // Ack the original only once the dead letter is stored.
         publish.await.map_err(|e| {
-            SourceError::Ack(format!("dead-lettering to {dead}: {}", full_message(&e)))
+            SourceError::Ack(format!("dead-lettering to {dead}: {}", error_chain(&e)))
         })?;
         warn!(message = "Message dead-lettered.", %reason, subject = %self.subject, dead_letter_subject = %dead, bytes = self.raw.len());
         self.acker
             .ack()
             .await
-            .map_err(|e| SourceError::Ack(full_message(&*e)))
+            .map_err(|e| SourceError::Ack(error_chain(&*e)))
     }
 }

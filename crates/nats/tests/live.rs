@@ -6,7 +6,7 @@
 //! deletes its streams at the end.
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use prescient_core::{EntityRef, Event, EventSink, EventSource, SourceError, Timestamp};
@@ -14,21 +14,10 @@ use prescient_nats::{
     DEFAULT_URL, ERROR_HEADER, NatsError, NatsSink, NatsSinkOptions, NatsSource, NatsSourceOptions,
     ORIGINAL_SUBJECT_HEADER,
 };
+use prescient_testkit::{service, unavailable, unique};
 
 fn url() -> String {
-    std::env::var("PRESCIENT_TEST_NATS").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{name}_{}_{nanos}", std::process::id())
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
+    service("PRESCIENT_TEST_NATS", DEFAULT_URL)
 }
 
 /// Options for a fresh stream with a 1 s ack wait.
@@ -52,8 +41,8 @@ fn options(name: &str) -> NatsSourceOptions {
 async fn source(opts: &NatsSourceOptions) -> Option<NatsSource> {
     match NatsSource::connect(opts.clone()).await {
         Ok(s) => Some(s),
-        Err(NatsError::Unavailable(e)) if !in_ci() => {
-            println!("SKIPPED: NATS at {} unreachable: {e}", opts.url);
+        Err(NatsError::Unavailable(e)) => {
+            unavailable(format!("NATS at {} unreachable: {e}", opts.url));
             None
         }
         Err(e) => panic!("cannot connect to NATS at {}: {e}", opts.url),
@@ -224,8 +213,8 @@ async fn dead_letter_subject_inside_own_stream_is_refused() {
             let js = async_nats::jetstream::new(client);
             js.delete_stream(&opts.stream).await.expect("delete stream");
         }
-        Err(NatsError::Unavailable(e)) if !in_ci() => {
-            println!("SKIPPED: NATS at {} unreachable: {e}", opts.url);
+        Err(NatsError::Unavailable(e)) => {
+            unavailable(format!("NATS at {} unreachable: {e}", opts.url));
         }
         other => panic!("expected a config error, got {other:?}"),
     }
@@ -257,7 +246,7 @@ async fn next_fails_instead_of_hanging_when_the_server_dies() {
     .into_iter()
     .find(|p| std::path::Path::new(p).exists());
     let Some(bin) = bin else {
-        println!("SKIPPED: no nats-server binary to start a private server");
+        unavailable("no nats-server binary to start a private server");
         return;
     };
     let port = {

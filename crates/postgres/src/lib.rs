@@ -42,7 +42,9 @@ use bytes::Bytes;
 use deadpool_postgres::{
     Config, ManagerConfig, Pool, PoolConfig, PoolError, RecyclingMethod, Runtime, Timeouts,
 };
-use prescient_core::{EntityKey, Entry, SmolStr, Store, StoreError, StoreWriter, Version};
+use prescient_core::{
+    EntityKey, Entry, SmolStr, Store, StoreError, StoreWriter, Version, error_chain,
+};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
@@ -105,8 +107,8 @@ impl From<PgError> for StoreError {
     fn from(e: PgError) -> Self {
         match e {
             PgError::UnknownKind(kind) => StoreError::UnknownKind(kind),
-            e if e.is_transient() => StoreError::Unavailable(full_message(&e)),
-            e => StoreError::Query(full_message(&e)),
+            e if e.is_transient() => StoreError::Unavailable(error_chain(&e)),
+            e => StoreError::Query(error_chain(&e)),
         }
     }
 }
@@ -115,24 +117,9 @@ impl From<PoolError> for PgError {
     fn from(e: PoolError) -> Self {
         match e {
             PoolError::Backend(e) if !is_transient(&e) => PgError::Postgres(e),
-            e => PgError::Unavailable(full_message(&e)),
+            e => PgError::Unavailable(error_chain(&e)),
         }
     }
-}
-
-/// An error message with its chain of sources, so that the server's message is not lost.
-fn full_message(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = inner.source();
-    }
-    s
 }
 
 /// Whether a driver error means "the server could not be reached or asked us to come back".
@@ -332,10 +319,10 @@ impl PgStore {
         cfg.pool = Some(pool_cfg);
         let pool = cfg
             .create_pool(Some(Runtime::Tokio1), NoTls)
-            .map_err(|e| PgError::Config(full_message(&e)))?;
+            .map_err(|e| PgError::Config(error_chain(&e)))?;
         // Fail early if the server is not there.
         let client = pool.get().await.map_err(|e| {
-            warn!(message = "PostgreSQL connect failed.", url = %redact_url(&opts.url), error = %full_message(&e));
+            warn!(message = "PostgreSQL connect failed.", url = %redact_url(&opts.url), error = %error_chain(&e));
             PgError::from(e)
         })?;
         drop(client);
@@ -547,7 +534,7 @@ async fn prepare_checked(
         Err(e) if matches!(source, Source::Custom(_)) && !is_transient(&e) => {
             return Err(PgError::BadQuery {
                 kind: kind.to_owned(),
-                problem: format!("PostgreSQL cannot prepare it: {}", full_message(&e)),
+                problem: format!("PostgreSQL cannot prepare it: {}", error_chain(&e)),
             });
         }
         Err(e) => return Err(e.into()),

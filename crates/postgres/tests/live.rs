@@ -5,22 +5,14 @@
 //! Every test uses its own tables, named after the process id, the test and the time, and drops
 //! them at the end.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prescient_core::{EntityKey, Entry, SmolStr, Store, StoreError, StoreWriter, Version};
 use prescient_postgres::{DEFAULT_URL, PgError, PgStore, PgStoreOptions};
+use prescient_testkit::{service, unavailable, unique};
 
 fn url() -> String {
-    std::env::var("PRESCIENT_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-/// A table name unique to this run and test.
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("prescient_t_{}_{}_{nanos}", std::process::id(), name)
+    service("PRESCIENT_TEST_POSTGRES", DEFAULT_URL)
 }
 
 /// Connects, or returns `None` (after printing `SKIPPED`) when the server is unreachable
@@ -28,8 +20,8 @@ fn unique(name: &str) -> String {
 async fn connect(opts: PgStoreOptions) -> Option<PgStore> {
     match PgStore::connect(opts).await {
         Ok(s) => Some(s),
-        Err(e) if e.is_transient() && std::env::var("CI").as_deref() != Ok("true") => {
-            println!("SKIPPED: PostgreSQL at {} unreachable: {e}", url());
+        Err(e) if e.is_transient() => {
+            unavailable(format!("PostgreSQL at {} unreachable: {e}", url()));
             None
         }
         Err(e) => panic!("cannot connect to PostgreSQL at {}: {e}", url()),

@@ -22,7 +22,7 @@
 //! The trade-off: a near hit still costs its share of one round trip, but not the transfer and
 //! copy of the data. RESP3 client tracking would save the round trip, but it leaves a window
 //! between a write and the processing of its invalidation push, and must be rebuilt after every
-//! reconnect; the version check has no such window. Measured with the `cache_bench` example
+//! reconnect; the version check has no such window. Measured with the `redis_cache_bench` example
 //! against a local Redis and 1 KiB values, near hits were no faster than plain reads (p50 86 µs
 //! against 82 µs on a loaded 2-core machine): the round trip dominates, so the near cache only
 //! pays off for large values or a slow link.

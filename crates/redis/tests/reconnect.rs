@@ -59,11 +59,7 @@ async fn cache_recovers_after_the_server_restarts() {
     let server = match start(port) {
         Ok(s) => s,
         Err(e) => {
-            let why = format!("cannot run redis-server: {e}");
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{why}");
-            }
-            println!("SKIPPED: {why}");
+            prescient_testkit::unavailable(format!("cannot run redis-server: {e}"));
             return;
         }
     };

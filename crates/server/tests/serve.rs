@@ -18,29 +18,18 @@ use prescient_core::{
     EntityKey, EntityRef, Entry, Event, EventSink, StoreWriter, Timestamp, Version,
 };
 use prescient_server::{Config, Service};
+use prescient_testkit::{available, service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn nats_url() -> String {
-    std::env::var("PRESCIENT_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    service("PRESCIENT_TEST_NATS", "nats://127.0.0.1:4222")
 }
 
 fn pg_url() -> String {
-    std::env::var("PRESCIENT_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-/// Fails under CI, else says why the test is skipped. Returns whether to go on.
-fn available<T, E: std::fmt::Display>(what: &str, r: &Result<T, E>) -> bool {
-    match r {
-        Ok(_) => true,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{what} unreachable under CI=true: {e}")
-        }
-        Err(e) => {
-            println!("SKIPPED: {what} unreachable: {e}");
-            false
-        }
-    }
+    service(
+        "PRESCIENT_TEST_POSTGRES",
+        "postgres://postgres@127.0.0.1:5432/test",
+    )
 }
 
 fn run_id() -> String {

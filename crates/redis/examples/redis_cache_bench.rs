@@ -2,7 +2,7 @@
 //! per measurement.
 //!
 //! ```text
-//! cargo run --release -p prescient-redis --example cache_bench -- [redis://127.0.0.1:6379] [keys] [value-bytes]
+//! cargo run --release -p prescient-redis --example redis_cache_bench -- [redis://127.0.0.1:6379] [keys] [value-bytes]
 //! ```
 //!
 //! Keys use a fresh prefix and expire after 60 s.

@@ -2,7 +2,7 @@
 //! per measurement.
 //!
 //! ```text
-//! cargo run --release -p prescient-memcached --example cache_bench -- [127.0.0.1:11211] [keys] [value-bytes]
+//! cargo run --release -p prescient-memcached --example memcached_cache_bench -- [127.0.0.1:11211] [keys] [value-bytes]
 //! ```
 //!
 //! Keys use a fresh prefix and expire after 60 s.
