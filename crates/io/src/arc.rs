@@ -5,29 +5,13 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use prescient_core::{EntityRef, Event, SmolStr, Timestamp};
+use smol_str::ToSmolStr;
 
 use crate::error::{Errors, ImportError};
 use crate::{Format, ImportedLog};
 
 /// The largest block count a line may have.
 const MAX_COUNT: u64 = 1_000_000;
-
-/// A number as an inline `SmolStr`, without a heap allocation.
-fn num(n: u64) -> SmolStr {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    SmolStr::new(std::str::from_utf8(&buf[i..]).unwrap_or_default())
-}
 
 fn parse_line(line: &str, index: usize) -> Result<Event, String> {
     let mut it = line.split_ascii_whitespace();
@@ -66,7 +50,7 @@ fn parse_line(line: &str, index: usize) -> Result<Event, String> {
     for b in start..start + count {
         e.entities.push(EntityRef {
             kind: kind.clone(),
-            id: num(b),
+            id: b.to_smolstr(),
             role: None,
         });
     }
@@ -120,7 +104,7 @@ mod tests {
     #[test]
     fn numbers_are_inline_text() {
         for n in [0u64, 7, 10, 230027, u64::MAX] {
-            let s = num(n);
+            let s = n.to_smolstr();
             assert_eq!(s, n.to_string());
             assert!(!s.is_heap_allocated());
         }

@@ -42,6 +42,7 @@ use prescient_core::{
     EntityKey, Event, Forecast, Observe, OnlineModel, Prediction, Relation, SmolStr, Timestamp,
 };
 use rustc_hash::FxHashMap;
+use smol_str::ToSmolStr;
 
 /// The most successors an anchor may keep (hits are tracked in a byte).
 const MAX_SUCCESSORS: usize = 8;
@@ -273,22 +274,6 @@ fn parse_id(s: &str) -> Option<u64> {
         v = v * 10 + u64::from(c - b'0');
     }
     Some(v)
-}
-
-/// A number as an inline `SmolStr` (no heap allocation).
-fn num_id(n: u64) -> SmolStr {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    SmolStr::new(std::str::from_utf8(&buf[i..]).unwrap_or_default())
 }
 
 /// What the predictions of one group of ids share.
@@ -724,7 +709,7 @@ impl KeyModel {
             out.push(Prediction {
                 entity: EntityKey {
                     kind: kind.clone(),
-                    id: num_id(v),
+                    id: v.to_smolstr(),
                 },
                 confidence: w.confidence,
                 expected_at: w.expected_at,
@@ -998,8 +983,6 @@ mod tests {
         assert_eq!(parse_id("-1"), None);
         assert_eq!(parse_id("a1"), None);
         assert_eq!(parse_id(""), None);
-        assert_eq!(num_id(1234).as_str(), "1234");
-        assert_eq!(num_id(0).as_str(), "0");
     }
 
     #[test]

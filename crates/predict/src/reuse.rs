@@ -25,12 +25,13 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use prescient_core::{
     EntityKey, Event, Forecast, Observe, OnlineModel, Prediction, Relation, Timestamp,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 /// Settings of a [`ReuseModel`].
 #[derive(Debug, Clone, PartialEq)]
@@ -193,11 +194,7 @@ fn mix(a: u64, b: u64) -> u64 {
 }
 
 fn hash_str(s: &str) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325_u64;
-    for b in s.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    mix(h, s.len() as u64)
+    FxBuildHasher.hash_one(s)
 }
 
 fn log_bucket(j: u32) -> u64 {
