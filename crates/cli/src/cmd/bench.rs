@@ -951,4 +951,34 @@ mod tests {
         assert_eq!(side.read_p99_ms, 98.0);
         assert_eq!(side.read_p50_ms, 50.0);
     }
+
+    #[tokio::test]
+    async fn a_serve_that_stops_processing_fails_the_wait_with_its_counts() {
+        let stats = prescient_server::ServeStats::default();
+        stats.processed.store(3, Ordering::Relaxed);
+        stats.received.store(5, Ordering::Relaxed);
+        let e = wait_processed(&stats, 10, Duration::from_millis(50))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("processed 3 of 10 events, then none for"), "{e}");
+        assert!(e.contains("5 received"), "{e}");
+        stats.processed.store(10, Ordering::Relaxed);
+        wait_processed(&stats, 10, Duration::from_millis(50))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_consumer_that_outlives_its_limit_fails_the_bench() {
+        let task = tokio::spawn(async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            anyhow::Ok(1)
+        });
+        let e = join_consumer(task, Duration::from_millis(20), "cache-aside")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cache-aside consumer did not finish"), "{e}");
+    }
 }
