@@ -18,7 +18,7 @@ use prescient_core::{
     EntityKey, EntityRef, Entry, Event, EventSink, StoreWriter, Timestamp, Version,
 };
 use prescient_server::{Config, Service};
-use prescient_testkit::{available, service};
+use prescient_testkit::{available, service, unique};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn nats_url() -> String {
@@ -30,14 +30,6 @@ fn pg_url() -> String {
         "PRESCIENT_TEST_POSTGRES",
         "postgres://postgres@127.0.0.1:5432/test",
     )
-}
-
-fn run_id() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{}{}", std::process::id(), t % 1_000_000_000_000)
 }
 
 fn events(n: usize) -> Vec<Event> {
@@ -208,7 +200,7 @@ fn every_example_config_parses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_file_memory_sqlite_serves_the_log() {
-    let dir = std::env::temp_dir().join(format!("prescient-serve-{}", run_id()));
+    let dir = std::env::temp_dir().join(format!("prescient-serve-{}", unique("serve")));
     std::fs::create_dir_all(&dir).unwrap();
     let evs = events(60);
     let log = dir.join("events.jsonl");
@@ -244,7 +236,7 @@ async fn embedded_file_memory_sqlite_serves_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_processed_across_a_restart_mid_stream() {
-    let id = run_id();
+    let id = unique("serve");
     let table = format!("prescient_test_{id}");
     // Enough events, taken one at a time, that the stop lands mid-stream however fast `serve` is.
     let n = 2000;
@@ -319,7 +311,7 @@ async fn every_event_is_processed_across_a_restart_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_message_is_dead_lettered_and_admin_api_answers() {
-    let id = run_id();
+    let id = unique("serve");
     let table = format!("prescient_test_{id}");
     let evs = events(30);
     let Some(sink) = setup(&id, &table, &evs).await else {
