@@ -13,7 +13,9 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prescient_core::{Event, Observe, OnlineModel};
 use prescient_io::{CsvMapping, Format, ImportOptions, read_log};
-use prescient_predict::{PrescientModel, RelationalModel, SimpleModel};
+use prescient_predict::{
+    KeyModel, PrescientModel, RelationalModel, ReuseConfig, ReuseModel, SimpleModel,
+};
 
 fn data_dir() -> PathBuf {
     std::env::var_os("PRESCIENT_DATA")
@@ -85,6 +87,21 @@ fn bench(c: &mut Criterion) {
         g.bench_function("relational", |b| {
             b.iter_batched(
                 RelationalModel::default,
+                |mut m| black_box(run(&mut m, &events)),
+                BatchSize::LargeInput,
+            )
+        });
+        // The parts of `online` besides the relational model, alone.
+        g.bench_function("reuse", |b| {
+            b.iter_batched(
+                || ReuseModel::new(ReuseConfig::default()),
+                |mut m| black_box(run(&mut m, &events)),
+                BatchSize::LargeInput,
+            )
+        });
+        g.bench_function("keys", |b| {
+            b.iter_batched(
+                KeyModel::default,
                 |mut m| black_box(run(&mut m, &events)),
                 BatchSize::LargeInput,
             )

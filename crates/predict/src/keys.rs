@@ -37,6 +37,7 @@
 //! the model predicts little.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 
 use prescient_core::{
     EntityKey, Event, Forecast, Observe, OnlineModel, Prediction, Relation, SmolStr, Timestamp,
@@ -116,6 +117,12 @@ enum Key {
 }
 
 impl Key {
+    /// A 64-bit fingerprint: keys that differ almost always differ in it, so that scans for a
+    /// key compare integers and look at the key itself only on a match.
+    fn fingerprint(&self) -> u64 {
+        rustc_hash::FxBuildHasher.hash_one(self)
+    }
+
     fn kind(&self) -> u16 {
         match self {
             Key::Num(k, _) | Key::Text(k, _) => *k,
@@ -127,6 +134,8 @@ impl Key {
 #[derive(Clone, Debug)]
 struct Anchor {
     key: Key,
+    /// [`Key::fingerprint`] of `key`.
+    fp: u64,
     len: u32,
 }
 
@@ -186,6 +195,8 @@ impl Edge {
 #[derive(Clone, Debug, Default)]
 struct Node {
     edges: Vec<Edge>,
+    /// [`Key::fingerprint`] of each edge's target, in the order of `edges`.
+    fps: [u64; MAX_SUCCESSORS],
     last_seen: u64,
 }
 
@@ -193,6 +204,8 @@ struct Node {
 #[derive(Clone, Debug)]
 struct Pending {
     key: Key,
+    /// [`Key::fingerprint`] of `key`.
+    fp: u64,
     /// The serials of the edges present when the anchor was read: those are on trial.
     serials: [u32; MAX_SUCCESSORS],
     tried: usize,
@@ -408,8 +421,9 @@ impl KeyModel {
                 Some(v) => self.scratch_nums.push((k, v)),
                 None => {
                     let key = Key::Text(k, r.id.clone());
-                    if !self.cur.iter().any(|a| a.key == key) {
-                        self.cur.push(Anchor { key, len: 1 });
+                    let fp = key.fingerprint();
+                    if !self.cur.iter().any(|a| a.fp == fp && a.key == key) {
+                        self.cur.push(Anchor { key, fp, len: 1 });
                     }
                 }
             }
@@ -430,8 +444,10 @@ impl KeyModel {
             {
                 j += 1;
             }
+            let key = Key::Num(k, start);
             self.cur.push(Anchor {
-                key: Key::Num(k, start),
+                fp: key.fingerprint(),
+                key,
                 len: u32::try_from(j - i).unwrap_or(u32::MAX),
             });
             i = j;
@@ -455,10 +471,11 @@ impl KeyModel {
                     continue;
                 };
                 for a in &self.cur {
-                    if a.key == p.key {
+                    if a.fp == p.fp && a.key == p.key {
                         continue;
                     }
-                    match node.edges.iter().position(|e| e.target == a.key) {
+                    let n = node.edges.len();
+                    match (0..n).find(|&i| node.fps[i] == a.fp && node.edges[i].target == a.key) {
                         Some(i) => {
                             let e = &mut node.edges[i];
                             if i < p.tried && p.serials[i] == e.serial && p.hits & (1 << i) == 0 {
@@ -478,6 +495,7 @@ impl KeyModel {
                                 serial,
                             };
                             if node.edges.len() < max_succ {
+                                node.fps[node.edges.len()] = a.fp;
                                 node.edges.push(edge);
                                 self.next_serial = self.next_serial.wrapping_add(1);
                                 continue;
@@ -494,6 +512,7 @@ impl KeyModel {
                                 && score <= 1
                             {
                                 node.edges[i] = edge;
+                                node.fps[i] = a.fp;
                                 self.next_serial = self.next_serial.wrapping_add(1);
                             }
                         }
@@ -550,6 +569,7 @@ impl KeyModel {
             }
             entry.anchors.push(Pending {
                 key: a.key.clone(),
+                fp: a.fp,
                 serials,
                 tried: node.edges.len(),
                 hits: 0,
