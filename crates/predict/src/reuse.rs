@@ -49,7 +49,9 @@ pub struct ReuseConfig {
     pub max_entities: usize,
     /// The least confidence worth reporting.
     pub min_confidence: f32,
-    /// log2 of the number of weights.
+    /// log2 of the number of weights. Every window looks up one weight per feature, at random
+    /// places: a table that fits the core's cache keeps that cheap. On the headline replay, 16
+    /// (512 KiB) closed the same gap as 18 or 20 and ran 5-15% faster than 18.
     pub weight_bits: u32,
     /// Step size of the (AdaGrad) updates.
     pub learning_rate: f32,
@@ -75,7 +77,7 @@ impl Default for ReuseConfig {
             max_windows: 48,
             max_entities: 1_000_000,
             min_confidence: 0.3,
-            weight_bits: 18,
+            weight_bits: 16,
             learning_rate: 0.1,
             hot_reads: 8,
             negative_sample: 1,
