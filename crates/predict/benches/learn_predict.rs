@@ -10,7 +10,10 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
+};
 use prescient_core::{Event, Observe, OnlineModel};
 use prescient_io::{CsvMapping, Format, ImportOptions, read_log};
 use prescient_predict::{
@@ -66,6 +69,22 @@ fn run(model: &mut dyn OnlineModel, events: &[Event]) -> usize {
     n
 }
 
+/// Times learn-and-predict over `events` with a fresh model from `make` per iteration.
+fn model<M: OnlineModel>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    events: &[Event],
+    make: impl Fn() -> M,
+) {
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            &make,
+            |mut m| black_box(run(&mut m, events)),
+            BatchSize::LargeInput,
+        )
+    });
+}
+
 fn bench(c: &mut Criterion) {
     for (name, events) in logs() {
         let mut g = c.benchmark_group(format!("learn_predict/{name}"));
@@ -73,46 +92,18 @@ fn bench(c: &mut Criterion) {
         g.sample_size(10);
         // `online` is the default model (`--model online`): relational, reuse-time and keys,
         // with the headline replay's one-hour data-age limit, which turns on the reuse part.
-        g.bench_function("online", |b| {
-            b.iter_batched(
-                || {
-                    let mut m = PrescientModel::default();
-                    m.set_max_age(Some(Duration::from_secs(3600)));
-                    m
-                },
-                |mut m| black_box(run(&mut m, &events)),
-                BatchSize::LargeInput,
-            )
+        model(&mut g, "online", &events, || {
+            let mut m = PrescientModel::default();
+            m.set_max_age(Some(Duration::from_secs(3600)));
+            m
         });
-        g.bench_function("relational", |b| {
-            b.iter_batched(
-                RelationalModel::default,
-                |mut m| black_box(run(&mut m, &events)),
-                BatchSize::LargeInput,
-            )
-        });
+        model(&mut g, "relational", &events, RelationalModel::default);
         // The parts of `online` besides the relational model, alone.
-        g.bench_function("reuse", |b| {
-            b.iter_batched(
-                || ReuseModel::new(ReuseConfig::default()),
-                |mut m| black_box(run(&mut m, &events)),
-                BatchSize::LargeInput,
-            )
+        model(&mut g, "reuse", &events, || {
+            ReuseModel::new(ReuseConfig::default())
         });
-        g.bench_function("keys", |b| {
-            b.iter_batched(
-                KeyModel::default,
-                |mut m| black_box(run(&mut m, &events)),
-                BatchSize::LargeInput,
-            )
-        });
-        g.bench_function("simple", |b| {
-            b.iter_batched(
-                SimpleModel::default,
-                |mut m| black_box(run(&mut m, &events)),
-                BatchSize::LargeInput,
-            )
-        });
+        model(&mut g, "keys", &events, KeyModel::default);
+        model(&mut g, "simple", &events, SimpleModel::default);
         g.finish();
     }
 }

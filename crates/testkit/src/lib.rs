@@ -7,8 +7,12 @@
 //! tables and key prefixes are unique per run ([`unique`]), so that runs never see each other's
 //! data.
 //!
-//! This crate is a dev-dependency only; it depends on nothing, so any adapter can use it
+//! [`cache_bench`] holds the measurements the cache adapters' benchmark examples share.
+//!
+//! This crate is a dev-dependency only; it depends on the core alone, so any adapter can use it
 //! without depending on another.
+
+pub mod cache_bench;
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
