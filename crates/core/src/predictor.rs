@@ -89,6 +89,17 @@ pub trait Predictor: Send + Sync + fmt::Debug {
         out
     }
 
+    /// Predictions that come due by the passage of time alone, at `now`, between events (see
+    /// [`OnlineModel::forecast_due`]). Drivers call it every few minutes of event time; the
+    /// default predicts nothing.
+    ///
+    /// # Errors
+    /// [`PredictError`] when the predictor cannot answer in time.
+    async fn tick(&self, now: Timestamp) -> Result<Forecast, PredictError> {
+        let _ = now;
+        Ok(Forecast::default())
+    }
+
     /// Whether the predictor computes in-process, on the caller's thread (a CPU-bound model
     /// whose futures are ready at once but take a while to poll). Such a predictor answers
     /// [`Predictor::predict_batch_blocking`]. The default is `false`.
@@ -121,6 +132,13 @@ pub trait OnlineModel: Send + fmt::Debug {
     fn observe(&mut self, event: &Event, mode: Observe);
     /// Predicts what follows `event`, given everything observed so far.
     fn forecast(&mut self, event: &Event) -> Forecast;
+    /// Predictions that come due by the passage of time alone, at `now` (no event): a refresh
+    /// due before the next event arrives, say. Drivers call it every few minutes of (event)
+    /// time between events; `now` never goes back. The default predicts nothing.
+    fn forecast_due(&mut self, now: Timestamp) -> Forecast {
+        let _ = now;
+        Forecast::default()
+    }
     /// Tells the model the cache's data-age limit (`None`: entries never expire), so that it
     /// can time refreshes to it. The default ignores it.
     fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
@@ -137,6 +155,9 @@ impl<M: OnlineModel + ?Sized> OnlineModel for Box<M> {
     }
     fn forecast(&mut self, event: &Event) -> Forecast {
         (**self).forecast(event)
+    }
+    fn forecast_due(&mut self, now: Timestamp) -> Forecast {
+        (**self).forecast_due(now)
     }
     fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
         (**self).set_max_age(max_age)
@@ -210,6 +231,10 @@ impl<M: OnlineModel> Predictor for Local<M> {
 
     async fn predict(&self, req: PredictRequest<'_>) -> Result<Forecast, PredictError> {
         self.predict_now(req)
+    }
+
+    async fn tick(&self, now: Timestamp) -> Result<Forecast, PredictError> {
+        self.with_model(|m| m.forecast_due(now))
     }
 
     async fn predict_batch(

@@ -272,6 +272,15 @@ impl OnlineModel for PrescientModel {
         f
     }
 
+    fn forecast_due(&mut self, now: prescient_core::Timestamp) -> Forecast {
+        self.now = self.now.max(now.as_micros());
+        let mut f = self.reuse.forecast_due(now);
+        self.watch(&f.entities);
+        let records = &self.records;
+        f.entities.retain(|p| records[p.relation.index()].trusted());
+        f
+    }
+
     fn set_max_age(&mut self, max_age: Option<Duration>) {
         self.watch_span_us =
             i64::try_from(max_age.unwrap_or(DEFAULT_WATCH).as_micros()).unwrap_or(i64::MAX);

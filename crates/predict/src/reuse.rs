@@ -567,11 +567,23 @@ impl OnlineModel for ReuseModel {
     }
 
     fn forecast(&mut self, event: &Event) -> Forecast {
+        self.windows_due(event.time.as_micros())
+    }
+
+    fn forecast_due(&mut self, now: Timestamp) -> Forecast {
+        self.windows_due(now.as_micros())
+    }
+}
+
+impl ReuseModel {
+    /// The windows that start within the next window after `now` (and after the last event),
+    /// each predicted once.
+    fn windows_due(&mut self, now: i64) -> Forecast {
         let mut f = Forecast::default();
         if self.window_us <= 0 {
             return f;
         }
-        let now = self.now.max(event.time.as_micros());
+        let now = self.now.max(now);
         let horizon = now.saturating_add(self.window_us);
         while let Some(Reverse((start, _, _))) = self.due.peek() {
             if *start > horizon {
@@ -667,6 +679,37 @@ mod tests {
             e = e.with_entity(EntityRef::new(*k, *id));
         }
         e
+    }
+
+    #[test]
+    fn windows_come_due_without_an_event() {
+        // Jobs read twice, 90 minutes apart; new jobs every 10 minutes keep the model learning.
+        let mut m = ReuseModel::new(ReuseConfig::default());
+        let mut n = 0;
+        for i in 0..3000i64 {
+            for (id, t) in [(i, i * 600), (i - 9, i * 600)] {
+                n += 1;
+                let e = ev(n, "tick", t, &[("job", &id.to_string())]);
+                m.observe(&e, Observe::Learn);
+                m.forecast(&e);
+            }
+        }
+        // One more job, then silence: its second read is due 90 minutes later.
+        let t0 = 3000 * 600 + 3000;
+        let e = ev(n + 1, "tick", t0, &[("job", "new")]);
+        m.observe(&e, Observe::Learn);
+        let confident = |f: &Forecast| {
+            f.entities
+                .iter()
+                .any(|p| p.entity.id == "new" && p.confidence > 0.8)
+        };
+        // At the read, its first window (an hour later) is not due yet.
+        assert!(!confident(&m.forecast(&e)));
+        // Within a window of its start, a tick predicts it.
+        let f = m.forecast_due(Timestamp::from_secs(t0 + 600));
+        assert!(confident(&f), "{f:?}");
+        // Each window is predicted once.
+        assert!(!confident(&m.forecast_due(Timestamp::from_secs(t0 + 700))));
     }
 
     #[test]

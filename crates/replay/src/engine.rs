@@ -72,6 +72,9 @@ pub struct SimSettings {
     pub consumer_delay: Duration,
     /// Share of prefetch loads that fail (transiently), to exercise retries.
     pub prefetch_failure_rate: f64,
+    /// After this much event time without an event, the predictor is asked for what comes due
+    /// ([`Predictor::tick`]), and again every as long; `None`: only at events.
+    pub tick: Option<Duration>,
     /// Seed for injected failures.
     pub seed: u64,
 }
@@ -113,6 +116,21 @@ pub struct PolicyStats {
     pub backing_ops: u64,
     /// Backing-store loads that failed or returned another version than the simulated store.
     pub backing_mismatches: u64,
+    /// The counters above that are per entity, per kind index.
+    pub by_kind: Vec<KindStats>,
+}
+
+/// A policy's counters for the entities of one kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindStats {
+    /// Consumer reads.
+    pub reads: u64,
+    /// Reads served from the cache.
+    pub hits: u64,
+    /// Loads issued by the prefetcher.
+    pub prefetches: u64,
+    /// Prefetches that served a read that would otherwise have missed.
+    pub useful_prefetches: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +163,8 @@ struct Prescient<'p> {
     breaker: Breaker,
     tags: Vec<PrefetchTag>,
     rng: SmallRng,
+    /// The last tick or prediction, in microseconds (`None` before the first event).
+    last_tick: Option<i64>,
 }
 
 /// Runs one policy. `prescient` is `Some` for the Prescient policy.
@@ -163,6 +183,9 @@ pub(crate) struct Sim<'w, 'p, C> {
     prescient: Option<Prescient<'p>>,
 }
 
+/// The most ticks run in one quiet spell between two events.
+pub(crate) const MAX_QUIET_TICKS: i64 = 288;
+
 fn us(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -180,7 +203,10 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             inflight: FxHashMap::default(),
             seq: 0,
             now: i64::MIN,
-            stats: PolicyStats::default(),
+            stats: PolicyStats {
+                by_kind: vec![KindStats::default(); w.kind_names.len()],
+                ..PolicyStats::default()
+            },
             prescient: None,
             s,
         }
@@ -202,6 +228,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             breaker: Breaker::new(breaker),
             tags: vec![PrefetchTag::default(); self.w.entity_slots()],
             rng: SmallRng::seed_from_u64(seed),
+            last_tick: None,
         });
         self
     }
@@ -223,6 +250,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         while ri < n {
             if delay == 0 {
                 let t = self.w.events[ri].time.as_micros();
+                self.tick_until(t);
                 self.advance_to(t);
                 self.mutate(ri);
                 self.read(ri, t);
@@ -236,6 +264,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                     i64::MAX
                 };
                 let tr = self.w.events[ri].time.as_micros().saturating_add(delay);
+                self.tick_until(tp.min(tr));
                 if pi < n && tp <= tr {
                     self.advance_to(tp);
                     self.mutate(pi);
@@ -256,6 +285,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         self.stats.wall_seconds = started.elapsed().as_secs_f64();
         if let Some(p) = &self.prescient {
             self.stats.planner = Some(p.planner.stats().clone());
+
             self.stats.breaker_opened = p.breaker.opened;
             self.stats.breaker_refused = p.breaker.refused;
         }
@@ -332,6 +362,10 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         let now = Timestamp::from_micros(t);
         for &idx in &self.w.reads[i] {
             self.stats.reads += 1;
+            let kind = usize::from(self.w.kinds[idx as usize]);
+            if let Some(k) = self.stats.by_kind.get_mut(kind) {
+                k.reads += 1;
+            }
             let current = self.store_version[idx as usize];
             if let Some(p) = &mut self.prescient {
                 p.planner.on_read();
@@ -339,6 +373,9 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             // 1. The cache, if its version is current.
             if let Some(slot) = self.cache.get(idx, now).filter(|s| s.version >= current) {
                 self.stats.hits += 1;
+                if let Some(k) = self.stats.by_kind.get_mut(kind) {
+                    k.hits += 1;
+                }
                 self.stats
                     .latencies_us
                     .push(us(self.s.cache_latency) as u32);
@@ -350,6 +387,9 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                     if tag.active && !tag.counted && tag.prev_valid_until <= t {
                         tag.counted = true;
                         self.stats.useful_prefetches += 1;
+                        if let Some(k) = self.stats.by_kind.get_mut(kind) {
+                            k.useful_prefetches += 1;
+                        }
                         p.planner.on_prefetch_used(tag.relation);
                     }
                 }
@@ -364,6 +404,9 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                 if f.prefetch && !f.useful {
                     f.useful = true;
                     self.stats.useful_prefetches += 1;
+                    if let Some(k) = self.stats.by_kind.get_mut(kind) {
+                        k.useful_prefetches += 1;
+                    }
                     if let Some(p) = &mut self.prescient {
                         p.planner.on_prefetch_used(f.relation);
                     }
@@ -409,6 +452,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
     fn predict(&mut self, i: usize, t: i64) {
         let Some(p) = &mut self.prescient else { return };
         let now = Timestamp::from_micros(t);
+        p.last_tick = Some(t);
         if !p.breaker.allow(now) {
             return;
         }
@@ -426,25 +470,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         match result {
             Ok(forecast) => {
                 p.breaker.record(now, true);
-                for pred in forecast.entities {
-                    let Some(idx) = self.w.index_of(&pred.entity) else {
-                        continue;
-                    };
-                    let key = SimKey {
-                        idx,
-                        kind: self.w.kinds[idx as usize],
-                    };
-                    p.planner.offer(
-                        now,
-                        Offer {
-                            key,
-                            confidence: pred.confidence,
-                            expected_at: pred.expected_at,
-                            latest: pred.latest,
-                            relation: pred.relation,
-                        },
-                    );
-                }
+                self.offer_all(now, forecast);
             }
             Err(error) => {
                 self.stats.predictor_errors += 1;
@@ -453,6 +479,74 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             }
         }
         self.poll(t);
+    }
+
+    /// Offers a forecast's entities to the planner.
+    fn offer_all(&mut self, now: Timestamp, forecast: prescient_core::Forecast) {
+        let Some(p) = &mut self.prescient else { return };
+        for pred in forecast.entities {
+            let Some(idx) = self.w.index_of(&pred.entity) else {
+                continue;
+            };
+            let key = SimKey {
+                idx,
+                kind: self.w.kinds[idx as usize],
+            };
+            p.planner.offer(
+                now,
+                Offer {
+                    key,
+                    confidence: pred.confidence,
+                    expected_at: pred.expected_at,
+                    latest: pred.latest,
+                    relation: pred.relation,
+                },
+            );
+        }
+    }
+
+    /// Ticks the predictor before `t` (the next event) while no event came for
+    /// [`SimSettings::tick`] of event time, every `tick`, and offers what comes due. Long quiet spells are ticked only in their last
+    /// [`MAX_QUIET_TICKS`] ticks.
+    fn tick_until(&mut self, t: i64) {
+        let Some(every) = self.s.tick.map(us).filter(|&e| e > 0) else {
+            return;
+        };
+        let Some(p) = &mut self.prescient else { return };
+        let Some(mut last) = p.last_tick else {
+            p.last_tick = Some(t);
+            return;
+        };
+        last = last.max(t.saturating_sub(every.saturating_mul(MAX_QUIET_TICKS)));
+        while last.saturating_add(every) < t {
+            last += every;
+            if let Some(p) = &mut self.prescient {
+                p.last_tick = Some(last);
+            }
+            self.advance_to(last);
+            let now = Timestamp::from_micros(last);
+            let Some(p) = &mut self.prescient else { return };
+            if !p.breaker.allow(now) {
+                continue;
+            }
+            let result = p
+                .predictor
+                .tick(now)
+                .now_or_never()
+                .unwrap_or(Err(PredictError::Timeout));
+            match result {
+                Ok(forecast) => {
+                    p.breaker.record(now, true);
+                    self.offer_all(now, forecast);
+                }
+                Err(error) => {
+                    self.stats.predictor_errors += 1;
+                    p.breaker.record(now, false);
+                    tracing::debug!(message = "Tick failed.", %error);
+                }
+            }
+            self.poll(last);
+        }
     }
 
     /// Issues the planner's due batches at `t`.
@@ -489,6 +583,9 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                 let fails = self.s.prefetch_failure_rate > 0.0
                     && p.rng.random_bool(self.s.prefetch_failure_rate.min(1.0));
                 self.stats.prefetches += 1;
+                if let Some(k) = self.stats.by_kind.get_mut(usize::from(item.key.kind)) {
+                    k.prefetches += 1;
+                }
                 self.stats.db_reads += 1;
                 self.seq += 1;
                 self.inflight.insert(

@@ -12,13 +12,14 @@ pub mod simcache;
 pub mod synth;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prescient_core::Predictor;
 use prescient_prefetch::{BreakerConfig, PlannerConfig};
 use serde::Serialize;
 
-pub use engine::{BackingStore, PolicyStats, SimKey, SimSettings};
+pub use engine::{BackingStore, KindStats, PolicyStats, SimKey, SimSettings};
 pub use workload::Workload;
 
 use engine::Sim;
@@ -89,6 +90,10 @@ pub struct ReplayOptions {
     pub mutates: Vec<String>,
     /// Share of prefetch loads that fail transiently (failure injection).
     pub prefetch_failure_rate: f64,
+    /// After this much event time without an event, the predictor is asked what comes due,
+    /// and again every as long until the next event ([`Predictor::tick`]); `None` (the
+    /// default): only at events.
+    pub tick: Option<Duration>,
     /// The planner's settings.
     pub planner: PlannerConfig,
     /// The breaker's settings.
@@ -114,6 +119,7 @@ impl Default for ReplayOptions {
             consumer_delay: Duration::ZERO,
             mutates: Vec::new(),
             prefetch_failure_rate: 0.0,
+            tick: None,
             planner: PlannerConfig::default(),
             breaker: BreakerConfig::default(),
             model_source: "cold start".into(),
@@ -259,6 +265,84 @@ pub struct ReplayReport {
     pub cache_aside_tinylfu: Option<PolicyReport>,
     /// Prescient.
     pub prescient: PrescientReport,
+    /// The same measures per entity kind (the column, object type or `block`), by name.
+    pub by_kind: BTreeMap<String, KindReport>,
+}
+
+/// What each policy did for the entities of one kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindReport {
+    /// Distinct entities of the kind that were read.
+    pub distinct_entities: usize,
+    /// Consumer reads of them.
+    pub reads: u64,
+    /// `1 - distinct / reads` for the kind.
+    pub oracle_hit_ratio: f64,
+    /// `cache_aside_lru`'s hit ratio on the kind (`null` without baselines).
+    pub cache_aside_lru_hit_ratio: Option<f64>,
+    /// `prescient`'s hit ratio on the kind.
+    pub prescient_hit_ratio: f64,
+    /// Prefetches of entities of the kind.
+    pub prefetches: u64,
+    /// Of those, the useful ones.
+    pub useful_prefetches: u64,
+    /// The share of the kind's own gap that Prescient closed (`null` without baselines or
+    /// without a gap).
+    pub gap_closed: Option<f64>,
+}
+
+fn ratio(n: u64, d: u64) -> f64 {
+    if d == 0 { 0.0 } else { n as f64 / d as f64 }
+}
+
+/// Per-kind results of a run.
+fn by_kind(
+    w: &Workload,
+    lru: Option<&[KindStats]>,
+    ps: &[KindStats],
+) -> BTreeMap<String, KindReport> {
+    let mut distinct = vec![0usize; w.kind_names.len()];
+    let mut seen = vec![false; w.keys.len()];
+    for &idx in w.reads.iter().flatten() {
+        if let Some(s) = seen.get_mut(idx as usize)
+            && !*s
+        {
+            *s = true;
+            if let Some(d) = w
+                .kinds
+                .get(idx as usize)
+                .and_then(|&k| distinct.get_mut(usize::from(k)))
+            {
+                *d += 1;
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, name) in w.kind_names.iter().enumerate() {
+        let p = ps.get(k).copied().unwrap_or_default();
+        if p.reads == 0 {
+            continue;
+        }
+        let oracle = 1.0 - distinct[k] as f64 / p.reads as f64;
+        let lru_ratio = lru.and_then(|l| l.get(k)).map(|l| ratio(l.hits, l.reads));
+        let hit = ratio(p.hits, p.reads);
+        out.insert(
+            name.to_string(),
+            KindReport {
+                distinct_entities: distinct[k],
+                reads: p.reads,
+                oracle_hit_ratio: oracle,
+                cache_aside_lru_hit_ratio: lru_ratio,
+                prescient_hit_ratio: hit,
+                prefetches: p.prefetches,
+                useful_prefetches: p.useful_prefetches,
+                gap_closed: lru_ratio
+                    .filter(|l| oracle - l > 1e-12)
+                    .map(|l| (hit - l) / (oracle - l)),
+            },
+        );
+    }
+    out
 }
 
 /// Which policy a progress report is about.
@@ -299,13 +383,16 @@ pub fn run(
         cache_latency: opts.cache_latency,
         consumer_delay: opts.consumer_delay,
         prefetch_failure_rate: opts.prefetch_failure_rate,
+        tick: opts.tick,
         seed: opts.seed,
         backing: opts.backing.clone(),
     };
     let oracle = w.oracle_hit_ratio();
+    let mut lru_kinds = None;
     let (lru, tinylfu) = if opts.baselines {
         let mut lru = Sim::new(w, settings.clone(), LruTtl::new(n, capacity))
             .run(&mut |d| progress(Policy::Lru, d));
+        lru_kinds = Some(std::mem::take(&mut lru.by_kind));
         let mut tlfu = Sim::new(w, settings.clone(), MokaTtl::new(n, capacity))
             .run(&mut |d| progress(Policy::TinyLfu, d));
         (
@@ -319,6 +406,7 @@ pub fn run(
         .with_prescient(predictor, opts.planner.clone(), opts.breaker)
         .run(&mut |d| progress(Policy::Prescient, d));
     let base = PolicyReport::from_stats(&mut ps);
+    let by_kind = by_kind(w, lru_kinds.as_deref(), &ps.by_kind);
     let gap_closed = match &lru {
         Some(l) if oracle - l.hit_ratio > 1e-12 => {
             (base.hit_ratio - l.hit_ratio) / (oracle - l.hit_ratio)
@@ -369,5 +457,150 @@ pub fn run(
         cache_aside_lru: lru,
         cache_aside_tinylfu: tinylfu,
         prescient,
+        by_kind,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prescient_core::{Forecast, PredictError, PredictRequest, Prediction, Relation};
+
+    use super::*;
+    use crate::synth::{ShopConfig, generate_shop};
+
+    /// Predicts every entity of an event again, half an hour later.
+    #[derive(Debug)]
+    struct Again;
+
+    #[async_trait::async_trait]
+    impl Predictor for Again {
+        fn name(&self) -> &str {
+            "again"
+        }
+
+        async fn predict(&self, req: PredictRequest<'_>) -> Result<Forecast, PredictError> {
+            let at = req.event.time.plus(Duration::from_secs(1800));
+            Ok(Forecast {
+                next: Vec::new(),
+                entities: req
+                    .event
+                    .entities
+                    .iter()
+                    .map(|r| Prediction {
+                        entity: r.key(),
+                        confidence: 0.9,
+                        expected_at: at,
+                        latest: at.plus(Duration::from_secs(600)),
+                        event_type: None,
+                        relation: Relation::Same,
+                    })
+                    .collect(),
+            })
+        }
+    }
+
+    #[test]
+    fn per_kind_counts_add_up_to_the_totals() {
+        let events = generate_shop(&ShopConfig {
+            days: 4,
+            orders_per_day: 40,
+            ..ShopConfig::default()
+        });
+        let w = Workload::prepare(events, &[]);
+        let r = run(&w, &ReplayOptions::default(), &Again, &mut |_, _| {});
+        let kinds = &r.by_kind;
+        assert!(kinds.len() >= 5, "{:?}", kinds.keys());
+        let sum = |f: &dyn Fn(&KindReport) -> u64| kinds.values().map(f).sum::<u64>();
+        assert_eq!(sum(&|k| k.reads), r.reads);
+        assert_eq!(
+            kinds.values().map(|k| k.distinct_entities).sum::<usize>(),
+            r.distinct_entities
+        );
+        assert_eq!(sum(&|k| k.prefetches), r.prescient.prefetches);
+        assert!(r.prescient.prefetches > 0);
+        assert_eq!(sum(&|k| k.useful_prefetches), r.prescient.useful_prefetches);
+        let hits: f64 = kinds
+            .values()
+            .map(|k| k.prescient_hit_ratio * k.reads as f64)
+            .sum();
+        assert!((hits - r.prescient.base.hits as f64).abs() < 0.5);
+        for (name, k) in kinds {
+            let lru = k.cache_aside_lru_hit_ratio.unwrap_or(-1.0);
+            assert!((0.0..=1.0).contains(&lru), "{name}: {lru}");
+            assert!(k.oracle_hit_ratio >= lru, "{name}");
+        }
+    }
+
+    /// Predicts nothing at events; at each tick, one entity five minutes later.
+    #[derive(Debug)]
+    struct OnTicks {
+        entity: prescient_core::EntityKey,
+        ticks: std::sync::atomic::AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl Predictor for OnTicks {
+        fn name(&self) -> &str {
+            "on-ticks"
+        }
+
+        async fn predict(&self, _: PredictRequest<'_>) -> Result<Forecast, PredictError> {
+            Ok(Forecast::default())
+        }
+
+        async fn tick(&self, now: prescient_core::Timestamp) -> Result<Forecast, PredictError> {
+            self.ticks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let at = now.plus(Duration::from_secs(300));
+            Ok(Forecast {
+                next: Vec::new(),
+                entities: vec![Prediction {
+                    entity: self.entity.clone(),
+                    confidence: 0.9,
+                    expected_at: at,
+                    latest: at.plus(Duration::from_secs(600)),
+                    event_type: None,
+                    relation: Relation::Refresh,
+                }],
+            })
+        }
+    }
+
+    #[test]
+    fn ticks_come_only_in_quiet_spells_and_only_when_asked() {
+        let events = generate_shop(&ShopConfig {
+            days: 3,
+            orders_per_day: 30,
+            ..ShopConfig::default()
+        });
+        let w = Workload::prepare(events, &[]);
+        let p = OnTicks {
+            entity: w.keys[0].clone(),
+            ticks: Default::default(),
+        };
+        let load = std::sync::atomic::Ordering::Relaxed;
+        let off = run(&w, &ReplayOptions::default(), &p, &mut |_, _| {});
+        assert_eq!(p.ticks.load(load), 0);
+        assert_eq!(off.prescient.prefetches, 0);
+        let every = Duration::from_secs(600);
+        let opts = ReplayOptions {
+            tick: Some(every),
+            ..ReplayOptions::default()
+        };
+        let on = run(&w, &opts, &p, &mut |_, _| {});
+        let ticks = p.ticks.load(load);
+        assert!(on.prescient.prefetches > 0);
+        // One tick per full `every` of each gap between events (the last ones of a long gap).
+        let expected: u64 = w
+            .events
+            .windows(2)
+            .map(|e| {
+                let gap = e[1].time.as_micros() - e[0].time.as_micros();
+                let every = every.as_micros() as i64;
+                let n = (gap - 1).max(0) / every;
+                n.min(engine::MAX_QUIET_TICKS - 1) as u64
+            })
+            .sum();
+        assert_eq!(ticks, expected);
     }
 }

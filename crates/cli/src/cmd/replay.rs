@@ -52,6 +52,12 @@ pub struct Args {
     #[arg(long, default_value = "0ms", value_parser = parse_duration)]
     pub consumer_delay: Duration,
 
+    /// After this much event time without an event, ask the predictor what comes due (refreshes
+    /// due before the next event arrives), and again every as long until the next event, e.g.
+    /// `30m`; `none`: only at events. Experimental: on the headline logs its effect is mixed.
+    #[arg(long, default_value = "none", value_parser = parse_optional_duration)]
+    pub tick: Limit,
+
     /// An event touching an entity of this kind writes a new version of it (repeatable).
     #[arg(long = "mutates", value_name = "KIND")]
     pub mutates: Vec<String>,
@@ -148,6 +154,7 @@ impl Args {
             db_latency: self.db_latency,
             cache_latency: self.cache_latency,
             consumer_delay: self.consumer_delay,
+            tick: self.tick.0,
             mutates: self.mutates.clone(),
             prefetch_failure_rate: self.prefetch_failure_rate,
             planner,
@@ -270,4 +277,24 @@ pub fn print_summary(r: &ReplayReport) {
         p.gap_closed,
         p.events_per_sec
     );
+    if r.by_kind.len() > 1 {
+        eprintln!(
+            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>11} {:>7} {:>10}",
+            "kind", "reads", "oracle", "lru", "prescient", "prefetches", "useful", "gap closed"
+        );
+        for (kind, k) in &r.by_kind {
+            eprintln!(
+                "{:<22} {:>9} {:>9.4} {:>9} {:>9.4} {:>11} {:>7} {:>10}",
+                kind,
+                k.reads,
+                k.oracle_hit_ratio,
+                k.cache_aside_lru_hit_ratio
+                    .map_or("-".to_owned(), |h| format!("{h:.4}")),
+                k.prescient_hit_ratio,
+                k.prefetches,
+                k.useful_prefetches,
+                k.gap_closed.map_or("-".to_owned(), |g| format!("{g:.3}")),
+            );
+        }
+    }
 }
