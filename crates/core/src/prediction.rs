@@ -69,16 +69,20 @@ pub enum Relation {
     /// An entity read before, whose cached copy is refreshed after it expires because a read
     /// is likely in the window that follows.
     Refresh,
+    /// A refresh offered at a tick, between events ([`crate::Predictor::tick`]): judged apart
+    /// from the refreshes offered at events, since quiet hours differ from busy ones.
+    Tick,
 }
 
 impl Relation {
     /// Every relation, in the order of [`Relation::index`].
-    pub const ALL: [Relation; 5] = [
+    pub const ALL: [Relation; 6] = [
         Relation::Same,
         Relation::Linked,
         Relation::Successor,
         Relation::Sequential,
         Relation::Refresh,
+        Relation::Tick,
     ];
 
     /// The position of the relation in [`Relation::ALL`].
@@ -94,6 +98,7 @@ impl Relation {
             Relation::Successor => "successor",
             Relation::Sequential => "sequential",
             Relation::Refresh => "refresh",
+            Relation::Tick => "tick",
         }
     }
 }

@@ -567,18 +567,18 @@ impl OnlineModel for ReuseModel {
     }
 
     fn forecast(&mut self, event: &Event) -> Forecast {
-        self.windows_due(event.time.as_micros())
+        self.windows_due(event.time.as_micros(), Relation::Refresh)
     }
 
     fn forecast_due(&mut self, now: Timestamp) -> Forecast {
-        self.windows_due(now.as_micros())
+        self.windows_due(now.as_micros(), Relation::Tick)
     }
 }
 
 impl ReuseModel {
     /// The windows that start within the next window after `now` (and after the last event),
-    /// each predicted once.
-    fn windows_due(&mut self, now: i64) -> Forecast {
+    /// each predicted once, as predictions of `relation`.
+    fn windows_due(&mut self, now: i64, relation: Relation) -> Forecast {
         let mut f = Forecast::default();
         if self.window_us <= 0 {
             return f;
@@ -637,7 +637,7 @@ impl ReuseModel {
                         expected_at: Timestamp::from_micros(start),
                         latest: Timestamp::from_micros(end),
                         event_type: None,
-                        relation: Relation::Refresh,
+                        relation,
                     });
                 }
             }

@@ -62,6 +62,10 @@ pub struct PrefetcherConfig {
     pub demand_ttl: Duration,
     /// Entries remembered for "already cached" checks and waste accounting.
     pub max_tracked: usize,
+    /// After this long without an event, ask the predictor what comes due
+    /// ([`Predictor::tick`]), and again every as long until the next event, as `replay --tick`
+    /// does; `None`: only at events. Set it to the data-age limit.
+    pub tick: Option<Duration>,
 }
 
 impl Default for PrefetcherConfig {
@@ -73,9 +77,13 @@ impl Default for PrefetcherConfig {
             store_timeout: Duration::from_secs(2),
             demand_ttl: Duration::from_secs(3600),
             max_tracked: 1_000_000,
+            tick: None,
         }
     }
 }
+
+/// The most ticks in one quiet spell ([`Prefetcher::tick_quiet`]).
+pub const MAX_QUIET_TICKS: u32 = 288;
 
 /// How a read was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +195,8 @@ struct State {
     breaker: Breaker,
     waiters: FxHashMap<EntityKey, (LoadId, Vec<Waiter>)>,
     tracked: FxHashMap<EntityKey, Tracked>,
+    /// The time of the last event processed or tick (`None` before the first event).
+    last_activity: Option<Timestamp>,
 }
 
 #[derive(Debug)]
@@ -225,6 +235,7 @@ impl Prefetcher {
             breaker: Breaker::new(cfg.breaker),
             waiters: FxHashMap::default(),
             tracked: FxHashMap::default(),
+            last_activity: None,
         };
         Prefetcher {
             inner: Arc::new(Inner {
@@ -345,16 +356,129 @@ impl Prefetcher {
         let m = &self.inner.metrics;
         m.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         self.invalidate_written(events).await;
-        let predictor = self.predictor();
-        let (offered, woke) = if predictor.is_blocking() {
-            self.predict_off_the_runtime(events, predictor).await
-        } else {
-            self.predict_each(events).await
+        let Some(every) = self.inner.cfg.tick.filter(|d| !d.is_zero()) else {
+            let (offered, woke) = self.predict_events(events).await;
+            if woke {
+                self.inner.wake.notify_one();
+            }
+            return offered;
         };
+        // With ticks, the batch is split where a quiet spell of event time lies between two
+        // of its events, and the spell is ticked, as if the events had come one by one.
+        let mut offered = 0;
+        let mut woke = false;
+        let mut start = 0;
+        while start < events.len() {
+            let follows_events = self.inner.event_time.load(Ordering::Relaxed);
+            let mut end = start + 1;
+            if follows_events {
+                self.tick_quiet(events[start].time).await;
+                while end < events.len() && events[end].time.since(events[end - 1].time) <= every {
+                    end += 1;
+                }
+            } else if self.state().last_activity.is_some() {
+                self.tick_quiet(self.inner.clock.now()).await;
+                end = events.len();
+            }
+            // Else this is the first event: alone, it tells whether the clock follows events.
+            let (n, w) = self.predict_events(&events[start..end]).await;
+            offered += n;
+            woke |= w;
+            let last = if self.inner.event_time.load(Ordering::Relaxed) {
+                events[end - 1].time
+            } else {
+                self.inner.clock.now()
+            };
+            let mut s = self.state();
+            s.last_activity = Some(s.last_activity.map_or(last, |l| l.max(last)));
+            drop(s);
+            start = end;
+        }
         if woke {
             self.inner.wake.notify_one();
         }
         offered
+    }
+
+    /// Predicts `events` with the current predictor, as [`Prefetcher::on_events`] describes;
+    /// returns the predictions offered and whether any prediction succeeded.
+    async fn predict_events(&self, events: &[Event]) -> (usize, bool) {
+        let predictor = self.predictor();
+        if predictor.is_blocking() {
+            self.predict_off_the_runtime(events, predictor).await
+        } else {
+            self.predict_each(events).await
+        }
+    }
+
+    /// Ticks the predictor ([`Predictor::tick`]) in the quiet spell before `until`: once
+    /// [`PrefetcherConfig::tick`] has passed without an event, and every `tick` after that
+    /// (the last [`MAX_QUIET_TICKS`] of a long spell), offering what comes due. With a clock
+    /// that follows the events, each tick moves it, and the loads due are issued as they fall
+    /// due. Does nothing without a tick setting or before the first event.
+    pub async fn tick_quiet(&self, until: Timestamp) {
+        let Some(every) = self.inner.cfg.tick.filter(|d| !d.is_zero()) else {
+            return;
+        };
+        loop {
+            let at = {
+                let mut s = self.state();
+                let Some(last) = s.last_activity else {
+                    return;
+                };
+                let last = last.max(until.minus(every.saturating_mul(MAX_QUIET_TICKS)));
+                let at = last.plus(every);
+                if at >= until {
+                    return;
+                }
+                s.last_activity = Some(at);
+                at
+            };
+            if self.inner.clock.observe_event(at) {
+                self.inner.event_time.store(true, Ordering::Relaxed);
+            }
+            self.issue_due_in_event_time();
+            let now = self.inner.clock.now();
+            if !self.state().breaker.allow(now) {
+                continue;
+            }
+            let predictor = self.predictor();
+            let result = match tokio::time::timeout(
+                self.inner.cfg.predict_timeout,
+                predictor.tick(at),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(PredictError::Timeout),
+            };
+            if self.take_forecast(None, result).is_some() {
+                self.inner.wake.notify_one();
+            }
+            self.issue_due_in_event_time();
+            if self.inner.event_time.load(Ordering::Relaxed) {
+                // Nothing else moves a clock that follows the events before the next tick or
+                // event: step it through the loads that fall due in between.
+                self.step_through_due(until.min(at.plus(every)));
+            }
+        }
+    }
+
+    /// With a clock that follows the events, moves it to each load that falls due before
+    /// `until` and issues it then, as the replay simulator does in virtual time.
+    fn step_through_due(&self, until: Timestamp) {
+        loop {
+            let due = self.state().planner.next_due();
+            let Some(due) = due.filter(|d| *d < until) else {
+                return;
+            };
+            if !self.inner.clock.observe_event(due) && due <= self.inner.clock.now() {
+                // Due already and still not issued (budget or concurrency): leave it for later.
+                self.issue_due_in_event_time();
+                return;
+            }
+            self.issue_due_in_event_time();
+        }
     }
 
     /// Predicts `events` with an asynchronous predictor, one after the other; returns the
@@ -453,7 +577,7 @@ impl Prefetcher {
                         predictor.name()
                     )))
                 });
-                if let Some(n) = self.take_forecast(event, result) {
+                if let Some(n) = self.take_forecast(Some(event), result) {
                     offered += n;
                     woke = true;
                 }
@@ -538,7 +662,7 @@ impl Prefetcher {
             Ok(r) => r,
             Err(_) => Err(PredictError::Timeout),
         };
-        self.take_forecast(event, result)
+        self.take_forecast(Some(event), result)
     }
 
     /// Tells the clock the time of `event` ([`Clock::observe_event`]), before its predictions
@@ -588,7 +712,7 @@ impl Prefetcher {
     /// predictions to the planner. `None` when the prediction failed.
     fn take_forecast(
         &self,
-        event: &Event,
+        event: Option<&Event>,
         result: Result<Forecast, PredictError>,
     ) -> Option<usize> {
         let now = self.inner.clock.now();
@@ -623,7 +747,8 @@ impl Prefetcher {
                     .metrics
                     .predictor_errors
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(message = "Prediction failed.", %error, event = %event.id);
+                let event = event.map_or("(tick)", |e| e.id.as_str());
+                tracing::warn!(message = "Prediction failed.", %error, event);
                 None
             }
         }
@@ -1221,6 +1346,10 @@ impl Prefetcher {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(sleep_for) => {}
             }
+            if !self.inner.event_time.load(Ordering::Relaxed) {
+                // Wall-clock time: quiet spells pass here, not between events.
+                self.tick_quiet(self.inner.clock.now()).await;
+            }
             let this = self.clone();
             tokio::spawn(async move { this.tick().await });
         }
@@ -1472,6 +1601,91 @@ mod tests {
         assert_eq!(pf.on_events(&batch).await, 3);
         pf.drain().await;
         (pf, store)
+    }
+
+    /// Predicts nothing at events; each tick predicts `a/t<n>` (its n-th tick) a minute later.
+    #[derive(Debug, Default)]
+    struct Ticking {
+        ticks: Mutex<Vec<Timestamp>>,
+    }
+
+    #[async_trait]
+    impl Predictor for Ticking {
+        fn name(&self) -> &str {
+            "ticking"
+        }
+        async fn predict(&self, _: PredictRequest<'_>) -> Result<Forecast, PredictError> {
+            Ok(Forecast::default())
+        }
+        async fn tick(&self, now: Timestamp) -> Result<Forecast, PredictError> {
+            let mut ticks = self.ticks.lock().unwrap();
+            ticks.push(now);
+            let at = now.plus(Duration::from_secs(60));
+            Ok(Forecast {
+                next: Vec::new(),
+                entities: vec![Prediction {
+                    entity: EntityKey::new("a", format!("t{}", ticks.len())),
+                    confidence: 0.9,
+                    expected_at: at,
+                    latest: at.plus(Duration::from_secs(60)),
+                    event_type: None,
+                    relation: Relation::Tick,
+                }],
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn quiet_spells_are_ticked_in_event_time() {
+        let store = Arc::new(Rows {
+            rows: ["t1", "t2", "t3"]
+                .iter()
+                .map(|i| (EntityKey::new("a", *i), 1))
+                .collect(),
+            calls: AtomicU64::new(0),
+        });
+        let model = Arc::new(Ticking::default());
+        let pf = Prefetcher::new(
+            PrefetcherConfig {
+                tick: Some(Duration::from_secs(3600)),
+                ..PrefetcherConfig::default()
+            },
+            Arc::new(EventClock::default()),
+            model.clone(),
+            Arc::new(MemCache::new(100, Duration::from_secs(3600))),
+            store.clone(),
+        );
+        let t0 = Timestamp::from_secs(1_680_000_000);
+        // Two events close together, then two and a half hours of quiet, in one batch; then a
+        // later batch after another quiet hour and a half.
+        let mut batch = spaced(&["e1", "e2"], t0, Duration::from_secs(60));
+        batch.push(Event::new(
+            "e3",
+            "t",
+            t0.plus(Duration::from_secs(60 + 9000)),
+        ));
+        pf.on_events(&batch).await;
+        let first = t0.plus(Duration::from_secs(60));
+        assert_eq!(
+            *model.ticks.lock().unwrap(),
+            vec![
+                first.plus(Duration::from_secs(3600)),
+                first.plus(Duration::from_secs(7200))
+            ]
+        );
+        let later = t0.plus(Duration::from_secs(60 + 9000 + 5400));
+        pf.on_events(&[Event::new("e4", "t", later)]).await;
+        assert_eq!(model.ticks.lock().unwrap().len(), 3);
+        pf.drain().await;
+        // Each tick's prediction was loaded in its window, before the next event.
+        assert_eq!(
+            pf.metrics().prefetches_issued.load(Ordering::Relaxed),
+            3,
+            "{:?}",
+            pf.planner_stats()
+        );
+        let got = pf.get(&EntityKey::new("a", "t3"), Version::ZERO).await;
+        assert_eq!(got.unwrap().1, ReadOutcome::Hit);
     }
 
     #[tokio::test]

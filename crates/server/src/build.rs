@@ -315,6 +315,7 @@ pub fn prefetcher_config(p: &PrefetchConfig) -> Result<PrefetcherConfig, ServerE
         predict_timeout: ms(p.predict_timeout_ms.max(1)),
         store_timeout: ms(p.store_timeout_ms.max(1)),
         demand_ttl: ms(p.demand_ttl_ms.max(1)),
+        tick: Some(ms(p.tick_ms.unwrap_or(p.max_ttl_ms))).filter(|d| !d.is_zero()),
         ..PrefetcherConfig::default()
     })
 }

@@ -346,6 +346,10 @@ pub struct PrefetchConfig {
     pub predict_timeout_ms: u64,
     /// Milliseconds a store load may take.
     pub store_timeout_ms: u64,
+    /// Milliseconds without an event after which the predictor is asked what comes due
+    /// (refreshes due before the next event), and again every as long; unset: `max_ttl_ms`,
+    /// the data-age limit; 0: only at events.
+    pub tick_ms: Option<u64>,
 }
 
 impl Default for PrefetchConfig {
@@ -367,6 +371,7 @@ impl Default for PrefetchConfig {
             breaker_open_secs: 10,
             predict_timeout_ms: 50,
             store_timeout_ms: 2_000,
+            tick_ms: None,
         }
     }
 }

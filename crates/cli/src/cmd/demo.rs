@@ -128,6 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         log: events_path.display().to_string(),
         capacity: Capacity::Percent(5.0),
         ttl: Some(ttl),
+        tick: Some(ttl),
         mutates,
         planner: PlannerConfig {
             lead: Duration::from_millis(4),

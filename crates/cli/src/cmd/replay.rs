@@ -53,10 +53,11 @@ pub struct Args {
     pub consumer_delay: Duration,
 
     /// After this much event time without an event, ask the predictor what comes due (refreshes
-    /// due before the next event arrives), and again every as long until the next event, e.g.
-    /// `30m`; `none`: only at events. Experimental: on the headline logs its effect is mixed.
-    #[arg(long, default_value = "none", value_parser = parse_optional_duration)]
-    pub tick: Limit,
+    /// due before the next event arrives), and again every as long until the next event. The
+    /// default is the data-age limit (`--ttl`): the least that lets every refresh window be
+    /// predicted before it starts. `none`: only at events.
+    #[arg(long, value_parser = parse_optional_duration)]
+    pub tick: Option<Limit>,
 
     /// An event touching an entity of this kind writes a new version of it (repeatable).
     #[arg(long = "mutates", value_name = "KIND")]
@@ -154,7 +155,7 @@ impl Args {
             db_latency: self.db_latency,
             cache_latency: self.cache_latency,
             consumer_delay: self.consumer_delay,
-            tick: self.tick.0,
+            tick: self.tick.as_ref().map_or(self.ttl.0, |t| t.0),
             mutates: self.mutates.clone(),
             prefetch_failure_rate: self.prefetch_failure_rate,
             planner,
