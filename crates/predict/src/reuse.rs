@@ -499,13 +499,19 @@ impl OnlineModel for ReuseModel {
                 && mode == Observe::Learn
             {
                 // The windows between the copy's expiry and this read: negatives, then the
-                // positive that holds this read.
+                // positive that holds this read. A read of a version this event writes would
+                // find any copy refreshed before it stale: for a refresh, its window is a
+                // negative too.
+                let written = event
+                    .mutations
+                    .iter()
+                    .any(|m| m.kind == r.kind && m.id == r.id);
                 for j in st.learned + 1..=self.cfg.max_windows {
                     let start = self.start_of(st.fill, j);
                     if t < start {
                         break;
                     }
-                    self.learn(&st, j, t < start.saturating_add(self.window_us));
+                    self.learn(&st, j, !written && t < start.saturating_add(self.window_us));
                 }
             }
             let scheduled = prev.is_some_and(|s| s.scheduled);
@@ -679,6 +685,38 @@ mod tests {
             e = e.with_entity(EntityRef::new(*k, *id));
         }
         e
+    }
+
+    #[test]
+    fn reads_of_written_versions_are_not_worth_a_refresh() {
+        // Jobs read twice, 90 minutes apart; with `write`, the second read's event writes the
+        // job, so a copy refreshed before it would be stale.
+        let run = |write: bool| {
+            let mut m = ReuseModel::new(ReuseConfig::default());
+            let mut confident = 0;
+            let mut n = 0;
+            for i in 0..3000i64 {
+                for (id, t, second) in [(i, i * 600, false), (i - 9, i * 600, true)] {
+                    n += 1;
+                    let mut e = ev(n, "tick", t, &[("job", &id.to_string())]);
+                    if write && second {
+                        e.mutations.push(prescient_core::Mutation {
+                            kind: "job".into(),
+                            id: id.to_string().into(),
+                            version: prescient_core::Version(2),
+                        });
+                    }
+                    m.observe(&e, Observe::Learn);
+                    let f = m.forecast(&e);
+                    if i > 2000 {
+                        confident += f.entities.iter().filter(|p| p.confidence > 0.5).count();
+                    }
+                }
+            }
+            confident
+        };
+        assert!(run(false) > 500, "{}", run(false));
+        assert_eq!(run(true), 0);
     }
 
     #[test]
