@@ -197,6 +197,8 @@ struct State {
     tracked: FxHashMap<EntityKey, Tracked>,
     /// The time of the last event processed or tick (`None` before the first event).
     last_activity: Option<Timestamp>,
+    /// The latest event time seen.
+    last_event: Option<Timestamp>,
 }
 
 #[derive(Debug)]
@@ -236,6 +238,7 @@ impl Prefetcher {
             waiters: FxHashMap::default(),
             tracked: FxHashMap::default(),
             last_activity: None,
+            last_event: None,
         };
         Prefetcher {
             inner: Arc::new(Inner {
@@ -389,8 +392,10 @@ impl Prefetcher {
             } else {
                 self.inner.clock.now()
             };
+            let latest = events[start..end].iter().map(|e| e.time).max();
             let mut s = self.state();
             s.last_activity = Some(s.last_activity.map_or(last, |l| l.max(last)));
+            s.last_event = s.last_event.max(latest);
             drop(s);
             start = end;
         }
@@ -429,6 +434,13 @@ impl Prefetcher {
                 let last = last.max(until.minus(every.saturating_mul(MAX_QUIET_TICKS)));
                 let at = last.plus(every);
                 if at >= until {
+                    return;
+                }
+                // A model knows the time only from its events: a wall clock far ahead of them
+                // (a log of long ago fed live) would have it predict, and learn from, windows
+                // it cannot judge.
+                let span = every.saturating_mul(MAX_QUIET_TICKS);
+                if s.last_event.is_none_or(|e| at.since(e) > span) {
                     return;
                 }
                 s.last_activity = Some(at);
@@ -1686,6 +1698,36 @@ mod tests {
         );
         let got = pf.get(&EntityKey::new("a", "t3"), Version::ZERO).await;
         assert_eq!(got.unwrap().1, ReadOutcome::Hit);
+    }
+
+    #[tokio::test]
+    async fn a_wall_clock_does_not_tick_a_log_of_long_ago() {
+        let model = Arc::new(Ticking::default());
+        let pf = Prefetcher::new(
+            PrefetcherConfig {
+                tick: Some(Duration::from_millis(1)),
+                ..PrefetcherConfig::default()
+            },
+            Arc::new(SystemClock),
+            model.clone(),
+            Arc::new(MemCache::new(100, Duration::from_secs(3600))),
+            Arc::new(Rows::default()),
+        );
+        let old = spaced(
+            &["e1", "e2"],
+            Timestamp::from_secs(1_680_000_000),
+            Duration::from_secs(60),
+        );
+        pf.on_events(&old).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pf.tick_quiet(pf.now()).await;
+        assert!(model.ticks.lock().unwrap().is_empty());
+        // Live events (stamped now) are ticked once quiet.
+        let live = spaced(&["e3"], pf.now(), Duration::ZERO);
+        pf.on_events(&live).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pf.tick_quiet(pf.now()).await;
+        assert!(!model.ticks.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
