@@ -467,23 +467,31 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             .predict(req)
             .now_or_never()
             .unwrap_or(Err(PredictError::Timeout));
-        match result {
+        self.take_result(now, result, &event.id);
+        self.poll(t);
+    }
+
+    /// Records a prediction's outcome with the breaker and offers its entities to the planner,
+    /// or counts the failure (`what`: the event, or a tick).
+    fn take_result(
+        &mut self,
+        now: Timestamp,
+        result: Result<prescient_core::Forecast, PredictError>,
+        what: &str,
+    ) {
+        let Some(p) = &mut self.prescient else { return };
+        let forecast = match result {
             Ok(forecast) => {
                 p.breaker.record(now, true);
-                self.offer_all(now, forecast);
+                forecast
             }
             Err(error) => {
                 self.stats.predictor_errors += 1;
                 p.breaker.record(now, false);
-                tracing::debug!(message = "Prediction failed.", %error, event = %event.id);
+                tracing::debug!(message = "Prediction failed.", %error, event = what);
+                return;
             }
-        }
-        self.poll(t);
-    }
-
-    /// Offers a forecast's entities to the planner.
-    fn offer_all(&mut self, now: Timestamp, forecast: prescient_core::Forecast) {
-        let Some(p) = &mut self.prescient else { return };
+        };
         for pred in forecast.entities {
             let Some(idx) = self.w.index_of(&pred.entity) else {
                 continue;
@@ -534,17 +542,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                 .tick(now)
                 .now_or_never()
                 .unwrap_or(Err(PredictError::Timeout));
-            match result {
-                Ok(forecast) => {
-                    p.breaker.record(now, true);
-                    self.offer_all(now, forecast);
-                }
-                Err(error) => {
-                    self.stats.predictor_errors += 1;
-                    p.breaker.record(now, false);
-                    tracing::debug!(message = "Tick failed.", %error);
-                }
-            }
+            self.take_result(now, result, "(tick)");
             self.poll(last);
         }
     }
