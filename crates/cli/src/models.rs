@@ -37,6 +37,26 @@ pub fn neural_learner() -> prescient_neural::NeuralLearner {
         .with_progress(Box::new(move |p| bar.report(p)))
 }
 
+/// Loads a neural artifact directory.
+fn load_neural(dir: &Path) -> anyhow::Result<std::sync::Arc<prescient_neural::NeuralModel>> {
+    let model = prescient_neural::NeuralModel::load(dir)
+        .with_context(|| format!("loading neural model {}", dir.display()))?;
+    Ok(std::sync::Arc::new(model))
+}
+
+/// A trained network served with the default online model: next types mixed as `mix` says,
+/// entities from the online model.
+fn served(
+    model: std::sync::Arc<prescient_neural::NeuralModel>,
+    mix: prescient_neural::EnsembleMix,
+) -> Box<dyn OnlineModel> {
+    Box::new(prescient_neural::EnsembleModel::served(
+        prescient_neural::NeuralPredictor::new(model),
+        PrescientModel::default(),
+        mix,
+    ))
+}
+
 /// Builds a model of `kind`, starting from `snapshot` if given.
 pub fn build_model(
     kind: ModelKind,
@@ -62,22 +82,32 @@ pub fn build_model(
         (ModelKind::Keys, None) => Ok(Box::new(KeyModel::new(KeyConfig::default()))),
         (ModelKind::Neural, None) => Ok(Box::new(neural_learner())),
         (ModelKind::Neural, Some(dir)) => {
-            let model = prescient_neural::NeuralModel::load(dir)
-                .with_context(|| format!("loading neural model {}", dir.display()))?;
-            Ok(Box::new(prescient_neural::NeuralPredictor::new(
-                std::sync::Arc::new(model),
-            )))
+            let model = load_neural(dir)?;
+            // Next types and times from the network alone; entities from the online model.
+            let mix = prescient_neural::EnsembleMix {
+                weight: 1.0,
+                calibration: prescient_neural::TopCalibration::IDENTITY,
+                validation_accuracy: model.info().report.val_accuracy,
+                online_accuracy: f64::NAN,
+                rows: 0,
+            };
+            Ok(served(model, mix))
         }
         (ModelKind::Ensemble, None) => Ok(Box::new(prescient_neural::EnsembleModel::new(
             neural_learner(),
             RelationalModel::new(RelationalConfig::default()),
             Box::new(|| RelationalModel::new(RelationalConfig::default())),
         ))),
-        (ModelKind::Ensemble, Some(path)) => {
-            anyhow::bail!(
-                "the ensemble trains its network and chooses its weight on the log it is given; {} cannot be loaded with --model ensemble",
-                path.display()
-            )
+        (ModelKind::Ensemble, Some(dir)) => {
+            let model = load_neural(dir)?;
+            let Some(mix) = model.ensemble() else {
+                anyhow::bail!(
+                    "the neural model {} has no ensemble weight (it was trained by an older \
+                     version); train it again with `prescient train --model neural`",
+                    dir.display()
+                )
+            };
+            Ok(served(model, mix))
         }
         (ModelKind::Simple, Some(path)) => {
             anyhow::bail!(
@@ -97,8 +127,10 @@ pub fn build_model(
 /// `--model`: a model kind, or the path of a trained model.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// The predictor: `online` (default), `simple`, `reuse`, `keys`, or the path of a model written by
-    /// `prescient train` (the run then starts from it instead of cold).
+    /// The predictor: `online` (default), `simple`, `reuse`, `keys`, `neural`, `ensemble`, or the
+    /// path of a model written by `prescient train` (the run then starts from it instead of
+    /// cold). A neural artifact directory serves the network's next types with the online
+    /// model's entities; `ensemble:DIR` serves the mix chosen when it was trained.
     #[arg(long = "model", default_value = "online", value_name = "KIND|FILE")]
     pub model: String,
 }
@@ -130,6 +162,16 @@ impl ModelArgs {
         use clap::ValueEnum;
         if let Ok(kind) = ModelKind::from_str(&self.model, true) {
             return Ok((kind, None));
+        }
+        // `KIND:PATH`: a kind started from a file (`ensemble:models/helpdesk`).
+        if let Some((kind, path)) = self.model.split_once(':')
+            && let Ok(kind) = ModelKind::from_str(kind, true)
+        {
+            let path = PathBuf::from(path);
+            if !path.exists() {
+                anyhow::bail!("--model {:?}: {} does not exist", self.model, path.display());
+            }
+            return Ok((kind, Some(path)));
         }
         let path = PathBuf::from(&self.model);
         if path.is_dir() && path.join("meta.json").exists() {

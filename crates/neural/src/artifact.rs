@@ -16,7 +16,7 @@ use smol_str::SmolStr;
 use crate::calibrate::TopCalibration;
 use crate::error::NeuralError;
 use crate::features::{FeatureSpec, Vocab};
-use crate::model::{ModelInfo, NeuralModel};
+use crate::model::{EnsembleMix, ModelInfo, NeuralModel};
 use crate::net::Arch;
 
 /// The `format` field of `meta.json`.
@@ -51,6 +51,10 @@ pub struct Meta {
     /// (absent in older artifacts: the identity).
     #[serde(default)]
     pub calibration: TopCalibration,
+    /// The mix with the online model chosen on validation data by `prescient train` (absent:
+    /// none was chosen; serving as an ensemble then needs a weight from elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<EnsembleMix>,
     /// Training log hash and validation metrics.
     #[serde(flatten)]
     pub info: ModelInfo,
@@ -83,6 +87,7 @@ impl NeuralModel {
             temperature: self.temperature,
             top_k: self.top_k,
             calibration: self.calibration,
+            ensemble: self.ensemble,
             info: self.info.clone(),
         }
     }
@@ -188,7 +193,25 @@ impl NeuralModel {
             meta.info,
             meta.top_k.max(1),
         )?;
+        if let Some(mix) = meta.ensemble {
+            if !(mix.weight.is_finite() && (0.0..=1.0).contains(&mix.weight)) {
+                return Err(artifact_err(
+                    &meta_path,
+                    format!("ensemble.weight is {}; expected a number in [0, 1]", mix.weight),
+                ));
+            }
+            if !(mix.calibration.a.is_finite()
+                && mix.calibration.a > 0.0
+                && mix.calibration.b.is_finite())
+            {
+                return Err(artifact_err(
+                    &meta_path,
+                    "ensemble.calibration must have a positive finite slope and a finite offset",
+                ));
+            }
+        }
         model.calibration = meta.calibration;
+        model.ensemble = meta.ensemble;
         Ok(model)
     }
 }

@@ -17,7 +17,8 @@ use smol_str::SmolStr;
 
 use crate::calibrate::TopCalibration;
 use crate::learn::NeuralLearner;
-use crate::model::NextTypeDistribution;
+use crate::model::{EnsembleMix, NeuralModel, NextTypeDistribution};
+use crate::online::NeuralPredictor;
 use crate::train::validation_cases;
 
 /// Makes fresh online models, for choosing the weight.
@@ -27,7 +28,8 @@ pub type OnlineFactory<M> = Box<dyn Fn() -> M + Send>;
 pub struct EnsembleModel<M> {
     neural: NeuralLearner,
     online: M,
-    factory: OnlineFactory<M>,
+    /// Absent when the mix was fixed up front ([`EnsembleModel::served`]).
+    factory: Option<OnlineFactory<M>>,
     weight: Option<f32>,
     validation: Option<(f64, usize)>,
     calibration: TopCalibration,
@@ -127,10 +129,26 @@ impl<M: OnlineModel> EnsembleModel<M> {
         EnsembleModel {
             neural,
             online,
-            factory,
+            factory: Some(factory),
             weight: None,
             validation: None,
             calibration: TopCalibration::IDENTITY,
+            choice: None,
+        }
+    }
+
+    /// An ensemble of a trained network, served by `neural` (which may follow a
+    /// [`crate::ModelSlot`]), and `online`, mixed as `mix` says. With a weight of 1 the next
+    /// types and their times are the network's alone, and the entities still the online
+    /// model's.
+    pub fn served(neural: NeuralPredictor, online: M, mix: EnsembleMix) -> Self {
+        EnsembleModel {
+            neural: NeuralLearner::serving(neural),
+            online,
+            factory: None,
+            weight: Some(mix.weight.clamp(0.0, 1.0)),
+            validation: Some((mix.validation_accuracy, mix.rows)),
+            calibration: mix.calibration,
             choice: None,
         }
     }
@@ -167,89 +185,109 @@ impl<M: OnlineModel> EnsembleModel<M> {
         }
         let cases = self.neural.cases().to_vec();
         let share = self.neural.config().validation_share;
-        if self.neural.train_now().is_err() {
-            self.weight = Some(0.0);
-            return;
-        }
-        let Some(model) = self.neural.model().cloned() else {
+        let trained = self.neural.train_now().is_ok();
+        let (Some(model), Some(factory), true) =
+            (self.neural.model().cloned(), self.factory.as_ref(), trained)
+        else {
             self.weight = Some(0.0);
             return;
         };
-        let cases: Vec<Vec<Event>> = cases.into_iter().filter(|c| !c.is_empty()).collect();
-        let n_val = validation_cases(cases.len(), share);
-        let (train, val) = cases.split_at(cases.len() - n_val);
-        let mut fresh = (self.factory)();
-        for e in train.iter().flatten() {
-            fresh.observe(e, Observe::Learn);
-        }
-        // Score the validation cases the way `tax2017` scores the test cases: prefixes of 2 up
-        // to the longest learned case, end of case never a target.
-        let longest = train.iter().map(Vec::len).max().unwrap_or(0);
-        let mut contexts: Vec<&[Event]> = Vec::new();
-        let mut online = Vec::new();
-        let mut targets = Vec::new();
-        for c in val {
-            let kmax = c.len().saturating_sub(1).min(longest);
-            for k in 1..=kmax {
-                fresh.observe(&c[k - 1], Observe::Track);
-                if k >= 2 {
-                    online.push(fresh.forecast(&c[k - 1]));
-                    contexts.push(&c[..k]);
-                    targets.push(&c[k]);
-                }
-            }
-        }
-        let neural = model.predict_batch(&contexts).unwrap_or_default();
-        let weights: Vec<f32> = (0..=WEIGHT_STEPS)
-            .map(|s| s as f32 / WEIGHT_STEPS as f32)
-            .collect();
-        let mut hits = Vec::with_capacity(weights.len());
-        let mut losses = Vec::with_capacity(weights.len());
-        let mut tops = Vec::with_capacity(weights.len());
-        for &w in &weights {
-            let (mut h, mut l, mut t) = (Vec::new(), Vec::new(), Vec::new());
-            for (i, target) in targets.iter().enumerate() {
-                let next = combine(neural.get(i), &online[i], w, target);
-                let hit = next
-                    .first()
-                    .is_some_and(|n| n.event_type == target.event_type);
-                let q = next
-                    .iter()
-                    .find(|n| n.event_type == target.event_type)
-                    .map_or(0.0, |n| f64::from(n.probability));
-                h.push(hit);
-                l.push(-q.max(1e-4).ln());
-                t.push((next.first().map_or(0.0, |n| f64::from(n.probability)), hit));
-            }
-            hits.push(h);
-            losses.push(l);
-            tops.push(t);
-        }
-        let choice = choose_weight(&weights, &hits, &losses, SIGNIFICANCE_Z);
-        let rows = &tops[choice.index];
-        self.calibration = TopCalibration::fit(rows);
-        let calibrated: Vec<(f64, bool)> = rows
-            .iter()
-            .map(|&(c, h)| (self.calibration.map(c), h))
-            .collect();
-        tracing::info!(
-            message = "Ensemble weight chosen.",
-            weight = choice.weight,
-            accuracy = choice.accuracy,
-            best_weight = choice.best_weight,
-            best_accuracy = choice.best_accuracy,
-            online_accuracy = choice.baseline_accuracy,
-            gain_se = choice.gain_se,
-            rows = targets.len(),
-            ece_before = crate::calibrate::ece(rows),
-            ece_after = crate::calibrate::ece(&calibrated),
-            a = self.calibration.a,
-            b = self.calibration.b,
-        );
-        self.weight = Some(choice.weight);
-        self.validation = Some((choice.accuracy, targets.len()));
+        let (choice, mix) = fit_mix(&model, &cases, share, factory());
+        self.calibration = mix.calibration;
+        self.weight = Some(mix.weight);
+        self.validation = Some((choice.accuracy, mix.rows));
         self.choice = Some(choice);
     }
+}
+
+/// Chooses how to mix `model` with an online model, on the validation part of `cases` (the
+/// last `validation_share` of the non-empty cases, as [`NeuralModel::train`] splits them):
+/// `fresh`, a new online model, learns the training cases, then both predict the validation
+/// cases, scored as `tax2017` scores test cases (prefixes of 2 up to the longest training
+/// case, end of case never a target). The weight is [`choose_weight`]'s, with
+/// [`SIGNIFICANCE_Z`]; the mix's top-1 confidence is then recalibrated on the same rows.
+pub fn fit_mix<M: OnlineModel>(
+    model: &NeuralModel,
+    cases: &[Vec<Event>],
+    validation_share: f64,
+    mut fresh: M,
+) -> (WeightChoice, EnsembleMix) {
+    let cases: Vec<&Vec<Event>> = cases.iter().filter(|c| !c.is_empty()).collect();
+    let n_val = validation_cases(cases.len(), validation_share);
+    let (train, val) = cases.split_at(cases.len() - n_val);
+    for e in train.iter().copied().flatten() {
+        fresh.observe(e, Observe::Learn);
+    }
+    let longest = train.iter().map(|c| c.len()).max().unwrap_or(0);
+    let mut contexts: Vec<&[Event]> = Vec::new();
+    let mut online = Vec::new();
+    let mut targets = Vec::new();
+    for c in val {
+        let kmax = c.len().saturating_sub(1).min(longest);
+        for k in 1..=kmax {
+            fresh.observe(&c[k - 1], Observe::Track);
+            if k >= 2 {
+                online.push(fresh.forecast(&c[k - 1]));
+                contexts.push(&c[..k]);
+                targets.push(&c[k]);
+            }
+        }
+    }
+    let neural = model.predict_batch(&contexts).unwrap_or_default();
+    let weights: Vec<f32> = (0..=WEIGHT_STEPS)
+        .map(|s| s as f32 / WEIGHT_STEPS as f32)
+        .collect();
+    let mut hits = Vec::with_capacity(weights.len());
+    let mut losses = Vec::with_capacity(weights.len());
+    let mut tops = Vec::with_capacity(weights.len());
+    for &w in &weights {
+        let (mut h, mut l, mut t) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, target) in targets.iter().enumerate() {
+            let next = combine(neural.get(i), &online[i], w, target);
+            let hit = next
+                .first()
+                .is_some_and(|n| n.event_type == target.event_type);
+            let q = next
+                .iter()
+                .find(|n| n.event_type == target.event_type)
+                .map_or(0.0, |n| f64::from(n.probability));
+            h.push(hit);
+            l.push(-q.max(1e-4).ln());
+            t.push((next.first().map_or(0.0, |n| f64::from(n.probability)), hit));
+        }
+        hits.push(h);
+        losses.push(l);
+        tops.push(t);
+    }
+    let choice = choose_weight(&weights, &hits, &losses, SIGNIFICANCE_Z);
+    let rows = &tops[choice.index];
+    let calibration = TopCalibration::fit(rows);
+    let calibrated: Vec<(f64, bool)> = rows
+        .iter()
+        .map(|&(c, h)| (calibration.map(c), h))
+        .collect();
+    tracing::info!(
+        message = "Ensemble weight chosen.",
+        weight = choice.weight,
+        accuracy = choice.accuracy,
+        best_weight = choice.best_weight,
+        best_accuracy = choice.best_accuracy,
+        online_accuracy = choice.baseline_accuracy,
+        gain_se = choice.gain_se,
+        rows = targets.len(),
+        ece_before = crate::calibrate::ece(rows),
+        ece_after = crate::calibrate::ece(&calibrated),
+        a = calibration.a,
+        b = calibration.b,
+    );
+    let mix = EnsembleMix {
+        weight: choice.weight,
+        calibration,
+        validation_accuracy: choice.accuracy,
+        online_accuracy: choice.baseline_accuracy,
+        rows: targets.len(),
+    };
+    (choice, mix)
 }
 
 /// The weight grid has this many steps between 0 and 1.
@@ -378,6 +416,16 @@ impl<M: OnlineModel> OnlineModel for EnsembleModel<M> {
             next,
             entities: online.entities,
         }
+    }
+
+    /// The online model's predictions due by time alone (the network predicts only after
+    /// events).
+    fn forecast_due(&mut self, now: prescient_core::Timestamp) -> Forecast {
+        self.online.forecast_due(now)
+    }
+
+    fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
+        self.online.set_max_age(max_age);
     }
 }
 

@@ -55,6 +55,13 @@ impl NeuralLearner {
         }
     }
 
+    /// A learner that is already trained: it serves `predictor` and collects nothing.
+    pub fn serving(predictor: NeuralPredictor) -> Self {
+        let mut learner = NeuralLearner::new(NeuralConfig::default());
+        learner.predictor = Some(predictor);
+        learner
+    }
+
     /// Reports training progress to `progress` (e.g. a [`crate::ProgressBarReporter`]).
     pub fn with_progress(mut self, progress: ProgressFn) -> Self {
         self.progress = progress;

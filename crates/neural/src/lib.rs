@@ -7,7 +7,8 @@
 //! then Platt scaling of the top-1 confidence ([`TopCalibration`]) on validation cases, saved as safetensors plus `meta.json` ([`NeuralModel::save`],
 //! [`NeuralModel::load`]), and served three ways: batched over explicit contexts
 //! ([`NeuralModel::predict_batch`]), as an [`OnlineModel`](prescient_core::OnlineModel) that
-//! follows a stream ([`NeuralPredictor`]), and as a batching, hot-swappable
+//! follows a stream ([`NeuralPredictor`], which can follow a [`ModelSlot`] so that a running
+//! system swaps in a new model without stopping), and as a batching, hot-swappable
 //! [`Predictor`](prescient_core::Predictor) ([`NeuralServer`]).
 //!
 //! [`NeuralLearner`] trains the network behind the plain online protocol (collecting the
@@ -30,18 +31,20 @@ pub mod net;
 pub mod online;
 pub mod progress;
 pub mod server;
+pub mod slot;
 pub mod train;
 
 pub use artifact::{FORMAT_VERSION, Meta};
 pub use calibrate::TopCalibration;
 pub use config::{NeuralConfig, TrainProgress, TrainReport};
 pub use ensemble::{
-    EnsembleModel, OnlineFactory, SIGNIFICANCE_Z, WeightChoice, choose_weight, mix,
+    EnsembleModel, OnlineFactory, SIGNIFICANCE_Z, WeightChoice, choose_weight, fit_mix, mix,
 };
 pub use error::NeuralError;
 pub use learn::{NeuralLearner, ProgressFn};
-pub use model::{ModelInfo, NeuralModel, NextTypeDistribution};
+pub use model::{EnsembleMix, ModelInfo, NeuralModel, NextTypeDistribution};
 pub use online::{ContextStore, NeuralPredictor, case_key};
 pub use progress::ProgressBarReporter;
 pub use server::NeuralServer;
+pub use slot::ModelSlot;
 pub use train::hash_cases;

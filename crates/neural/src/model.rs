@@ -37,6 +37,8 @@ pub struct NeuralModel {
     pub(crate) calibration: TopCalibration,
     pub(crate) info: ModelInfo,
     pub(crate) top_k: usize,
+    /// The mix with the online model chosen on validation data, if one was.
+    pub(crate) ensemble: Option<EnsembleMix>,
     /// The same weights as plain vectors, for small batches without tensor overhead.
     fast: Arc<FastWeights>,
 }
@@ -150,6 +152,23 @@ impl FastWeights {
     }
 }
 
+/// How the network's next-type distribution is mixed with an online model's
+/// (`p = weight · neural + (1 − weight) · online`), and the calibration of the mix's top-1
+/// confidence; chosen on validation data ([`crate::fit_mix`]) and saved in `meta.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleMix {
+    /// The network's weight in the mix, in `[0, 1]`.
+    pub weight: f32,
+    /// Platt scaling of the mix's top-1 confidence.
+    pub calibration: TopCalibration,
+    /// Validation accuracy of the mix.
+    pub validation_accuracy: f64,
+    /// Validation accuracy of the online model alone.
+    pub online_accuracy: f64,
+    /// Validation rows the choice was made on.
+    pub rows: usize,
+}
+
 /// What is known about how a model was trained; saved in `meta.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -249,6 +268,7 @@ impl NeuralModel {
             calibration: TopCalibration::IDENTITY,
             info,
             top_k,
+            ensemble: None,
             fast,
         })
     }
@@ -276,6 +296,18 @@ impl NeuralModel {
     /// The calibration of the top-1 confidence (after the temperature).
     pub fn calibration(&self) -> TopCalibration {
         self.calibration
+    }
+
+    /// The mix with the online model chosen on validation data, if one was
+    /// ([`NeuralModel::set_ensemble`]; saved in `meta.json`).
+    pub fn ensemble(&self) -> Option<EnsembleMix> {
+        self.ensemble
+    }
+
+    /// Records the mix with the online model chosen on validation data (`prescient train`
+    /// does, with [`crate::fit_mix`]).
+    pub fn set_ensemble(&mut self, mix: Option<EnsembleMix>) {
+        self.ensemble = mix;
     }
 
     /// How the model was trained.

@@ -17,6 +17,7 @@ use smol_str::SmolStr;
 
 use crate::error::NeuralError;
 use crate::model::{CaseState, NeuralModel, NextTypeDistribution, StepInput};
+use crate::slot::ModelSlot;
 
 /// Default number of cases whose context is kept.
 pub const DEFAULT_MAX_CASES: usize = 100_000;
@@ -277,6 +278,8 @@ pub struct NeuralPredictor {
     model: Arc<NeuralModel>,
     contexts: ContextStore,
     errors: u64,
+    /// The slot followed, and the generation of the model taken from it.
+    slot: Option<(ModelSlot, u64)>,
 }
 
 impl NeuralPredictor {
@@ -291,6 +294,32 @@ impl NeuralPredictor {
             model,
             contexts: ContextStore::new(max_cases),
             errors: 0,
+            slot: None,
+        }
+    }
+
+    /// Serves whatever model `slot` holds, picking up a swapped-in model before the next call.
+    pub fn follow(mut self, slot: ModelSlot) -> Self {
+        let (model, generation) = slot.current();
+        self.model = model;
+        self.slot = Some((slot, generation));
+        self
+    }
+
+    /// Takes the slot's model if it was swapped since the last call.
+    fn sync(&mut self) {
+        let Some((slot, seen)) = &mut self.slot else {
+            return;
+        };
+        if slot.generation() != *seen {
+            let (model, generation) = slot.current();
+            *seen = generation;
+            tracing::info!(
+                message = "Neural model swapped in.",
+                generation,
+                training_log_hash = %model.info().training_log_hash,
+            );
+            self.model = model;
         }
     }
 
@@ -314,6 +343,7 @@ impl NeuralPredictor {
     /// # Errors
     /// [`NeuralError::Tensor`] when the tensor library fails.
     pub fn process(&mut self, items: &[(&Event, Observe)]) -> Result<Vec<Forecast>, NeuralError> {
+        self.sync();
         self.contexts.process(&self.model, items)
     }
 
@@ -322,6 +352,7 @@ impl NeuralPredictor {
     /// # Errors
     /// [`NeuralError::Tensor`] when the tensor library fails.
     pub fn distribution(&mut self, event: &Event) -> Result<NextTypeDistribution, NeuralError> {
+        self.sync();
         let mut d = self
             .contexts
             .distributions(&self.model, &[(event, Observe::Skip)])?;
@@ -339,6 +370,7 @@ impl OnlineModel for NeuralPredictor {
         if mode == Observe::Skip {
             return;
         }
+        self.sync();
         if let Err(error) = self.contexts.process(&self.model, &[(event, mode)]) {
             self.errors += 1;
             tracing::warn!(message = "Neural observe failed.", %error);
@@ -346,6 +378,7 @@ impl OnlineModel for NeuralPredictor {
     }
 
     fn forecast(&mut self, event: &Event) -> Forecast {
+        self.sync();
         match self
             .contexts
             .process(&self.model, &[(event, Observe::Skip)])

@@ -8,6 +8,12 @@
 //!   does not learn from it (`Observe::Skip`).
 //! - `GET /get?kind=K&id=I&min_version=V`: the consumer API over HTTP:
 //!   `{"kind","id","version","outcome","encoding","data"}`, with `encoding` `utf8` or `base64`.
+//! - `GET /model`: the neural model being served (`[predictor] model = "neural"` or
+//!   `"ensemble"`): generation, training log hash, vocabulary size, validation metrics.
+//! - `POST /model` with `{"path": "DIR"}`: loads the artifact in `DIR` and swaps it in without
+//!   stopping; events after the swap are predicted by the new model, none is dropped. A
+//!   missing, corrupt or incompatible artifact answers 422 with the reason and the old model
+//!   stays. Without a neural predictor both answer 409.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -22,6 +28,7 @@ use axum::{Json, Router};
 use prescient_core::{
     Cache, EntityKey, Event, Observe, PredictRequest, SmolStr, Store, StoreError, Version,
 };
+use prescient_neural::ModelSlot;
 use prescient_prefetch::{BreakerState, Prefetcher, ReadError, Snapshot};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +45,8 @@ pub struct AdminState {
     pub cache: Arc<dyn Cache>,
     /// The store, probed by `/readyz`.
     pub store: Arc<dyn Store>,
+    /// The neural model's slot, for `/model` (absent: the predictor has no network).
+    pub model_slot: Option<ModelSlot>,
 }
 
 /// The admin routes.
@@ -48,7 +57,79 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/predict", post(predict))
         .route("/get", get(read))
+        .route("/model", get(model_info).post(swap_model))
         .with_state(state)
+}
+
+/// What `/model` says about the model being served.
+#[derive(Debug, Serialize)]
+struct ModelView {
+    generation: u64,
+    training_log_hash: String,
+    vocabulary: usize,
+    validation_accuracy: f64,
+    validation_ece: f64,
+    ensemble_weight: Option<f32>,
+}
+
+fn model_view(slot: &ModelSlot) -> ModelView {
+    let (model, generation) = slot.current();
+    ModelView {
+        generation,
+        training_log_hash: model.info().training_log_hash.clone(),
+        vocabulary: model.vocabulary().len(),
+        validation_accuracy: model.info().report.val_accuracy,
+        validation_ece: model.info().report.val_ece,
+        ensemble_weight: model.ensemble().map(|m| m.weight),
+    }
+}
+
+fn no_network() -> Response {
+    (
+        StatusCode::CONFLICT,
+        "the predictor has no neural model ([predictor] model = \"neural\" or \"ensemble\")\n",
+    )
+        .into_response()
+}
+
+async fn model_info(State(s): State<AdminState>) -> Response {
+    match &s.model_slot {
+        Some(slot) => Json(model_view(slot)).into_response(),
+        None => no_network(),
+    }
+}
+
+/// The body of `POST /model`.
+#[derive(Debug, Deserialize)]
+struct SwapRequest {
+    path: std::path::PathBuf,
+}
+
+async fn swap_model(State(s): State<AdminState>, Json(req): Json<SwapRequest>) -> Response {
+    let Some(slot) = s.model_slot.clone() else {
+        return no_network();
+    };
+    let path = req.path.clone();
+    // Loading reads and checks the weights: off the async workers.
+    let loaded = tokio::task::spawn_blocking(move || slot.load(&path)).await;
+    match loaded {
+        Ok(Ok(_)) => {
+            tracing::info!(message = "Neural model swapped.", path = %req.path.display());
+            s.model_slot.as_ref().map_or_else(no_network, |slot| {
+                Json(model_view(slot)).into_response()
+            })
+        }
+        Ok(Err(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("cannot load {}: {e}; the old model stays\n", req.path.display()),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("loading {} failed: {e}\n", req.path.display()),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {

@@ -16,6 +16,9 @@ use prescient_predict::{
 use prescient_prefetch::{
     BreakerConfig, BudgetConfig, PlannerConfig, PrefetcherConfig, RetryConfig,
 };
+use prescient_neural::{
+    EnsembleMix, EnsembleModel, ModelSlot, NeuralModel, NeuralPredictor, TopCalibration,
+};
 
 use crate::config::{CacheConfig, Config, ModelChoice, PrefetchConfig, SourceConfig, StoreConfig};
 use crate::error::ServerError;
@@ -206,19 +209,34 @@ pub async fn build_store(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ServerErro
     })
 }
 
+/// The predictor `[predictor]` names, and the slot of its neural model if it has one.
+#[derive(Debug, Clone)]
+pub struct BuiltPredictor {
+    /// The predictor.
+    pub predictor: Arc<dyn Predictor>,
+    /// Where the neural model is served from (`model = "neural"` or `"ensemble"`): swapping
+    /// a model into it changes the predictions from the next event on.
+    pub model_slot: Option<ModelSlot>,
+}
+
 /// Builds the predictor that `[predictor]` names.
 ///
 /// # Errors
-/// [`ServerError::Config`] when the snapshot cannot be read or does not fit the model.
-pub fn build_predictor(cfg: &Config) -> Result<Arc<dyn Predictor>, ServerError> {
+/// [`ServerError::Config`] when the snapshot or the neural model cannot be read or does not fit
+/// the model.
+pub fn build_predictor(cfg: &Config) -> Result<BuiltPredictor, ServerError> {
     let p = &cfg.predictor;
+    let mut model_slot = None;
+    let online = |snapshot: &Option<std::path::PathBuf>| -> Result<PrescientModel, ServerError> {
+        Ok(match snapshot {
+            Some(path) => PrescientModel::new(restore_relational(path)?),
+            None => PrescientModel::default(),
+        })
+    };
     let mut model: Box<dyn OnlineModel> = match (p.model, &p.snapshot) {
         // The same default model as `replay`, `demo` and `evaluate`: relational, reuse-time and
         // key models together.
-        (ModelChoice::Online, None) => Box::new(PrescientModel::default()),
-        (ModelChoice::Online, Some(path)) => {
-            Box::new(PrescientModel::new(restore_relational(path)?))
-        }
+        (ModelChoice::Online, snapshot) => Box::new(online(snapshot)?),
         (ModelChoice::Relational, None) => {
             Box::new(RelationalModel::new(RelationalConfig::default()))
         }
@@ -230,10 +248,52 @@ pub fn build_predictor(cfg: &Config) -> Result<Arc<dyn Predictor>, ServerError> 
                     .into(),
             ));
         }
+        (choice @ (ModelChoice::Neural | ModelChoice::Ensemble), snapshot) => {
+            let dir = p.neural.as_ref().ok_or_else(|| {
+                ServerError::Config(
+                    "predictor.neural: model = \"neural\" and \"ensemble\" need a model directory"
+                        .into(),
+                )
+            })?;
+            let slot = ModelSlot::new(Arc::new(NeuralModel::load(dir).map_err(|e| {
+                ServerError::Config(format!(
+                    "predictor.neural: cannot load {}: {e}",
+                    dir.display()
+                ))
+            })?));
+            let (network, _) = slot.current();
+            let mix = if choice == ModelChoice::Ensemble {
+                network.ensemble().ok_or_else(|| {
+                    ServerError::Config(format!(
+                        "predictor.neural: {} has no ensemble weight; train it again with \
+                         `prescient train --model neural`, or use model = \"neural\"",
+                        dir.display()
+                    ))
+                })?
+            } else {
+                EnsembleMix {
+                    weight: 1.0,
+                    calibration: TopCalibration::IDENTITY,
+                    validation_accuracy: network.info().report.val_accuracy,
+                    online_accuracy: f64::NAN,
+                    rows: 0,
+                }
+            };
+            let served = EnsembleModel::served(
+                NeuralPredictor::new(network).follow(slot.clone()),
+                online(snapshot)?,
+                mix,
+            );
+            model_slot = Some(slot);
+            Box::new(served)
+        }
     };
     // The data-age limit: the longest a prefetched copy may be kept (what times refreshes).
     model.set_max_age(Some(Duration::from_millis(cfg.prefetch.max_ttl_ms.max(1))));
-    Ok(Arc::new(Local::new(model)))
+    Ok(BuiltPredictor {
+        predictor: Arc::new(Local::new(model)),
+        model_slot,
+    })
 }
 
 /// The relational model of a snapshot written by `prescient train`.

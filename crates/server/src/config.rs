@@ -136,6 +136,24 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the keys at fault.
     pub fn check(&self) -> Result<(), ConfigError> {
+        let p = &self.predictor;
+        match (p.model, &p.neural) {
+            (ModelChoice::Neural | ModelChoice::Ensemble, None) => {
+                return Err(ConfigError::Invalid(
+                    "key `predictor.neural`: model = \"neural\" and \"ensemble\" need the \
+                     directory of a model written by `prescient train --model neural`"
+                        .into(),
+                ));
+            }
+            (ModelChoice::Online | ModelChoice::Relational | ModelChoice::Simple, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "key `predictor.neural`: only model = \"neural\" or \"ensemble\" uses a \
+                     neural model"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
         if self.serve.clock == ServeClock::Event && self.serve.event_time != EventTime::Event {
             return Err(ConfigError::Invalid(
                 "key `serve.clock`: \"event\" follows the events' own times and needs \
@@ -287,12 +305,18 @@ pub enum StoreConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PredictorConfig {
-    /// `online` (the relational model, learning as events arrive) or `simple` (the baseline).
+    /// `online` (the default model, learning as events arrive), `relational`, `simple` (the
+    /// baseline), `neural` or `ensemble`.
     #[serde(default)]
     pub model: ModelChoice,
     /// A snapshot of the online model to start from (written by `prescient train`).
     #[serde(default)]
     pub snapshot: Option<PathBuf>,
+    /// The neural model's artifact directory (written by `prescient train --model neural`),
+    /// for `model = "neural"` or `"ensemble"`. `POST /model` on the admin API swaps in another
+    /// one while serving.
+    #[serde(default)]
+    pub neural: Option<PathBuf>,
 }
 
 /// The model kinds `serve` can host.
@@ -308,6 +332,12 @@ pub enum ModelChoice {
     Relational,
     /// The simple baseline.
     Simple,
+    /// The neural network's next types and times (`[predictor] neural`), with the online
+    /// model's entities.
+    Neural,
+    /// The network and the online model mixed by the weight chosen on validation data when
+    /// the artifact was trained; entities from the online model.
+    Ensemble,
 }
 
 /// The prefetch planner's knobs (see `prescient_prefetch::PlannerConfig`).

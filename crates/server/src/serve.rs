@@ -21,6 +21,7 @@ use futures::FutureExt;
 use prescient_core::{
     Ack, Cache, Clock, Delivery, Event, EventClock, EventSource, Predictor, Store, SystemClock,
 };
+use prescient_neural::ModelSlot;
 use prescient_prefetch::Prefetcher;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -70,6 +71,7 @@ pub struct Service {
     stats: Arc<ServeStats>,
     listener: Option<TcpListener>,
     hook: Option<ProcessedHook>,
+    model_slot: Option<ModelSlot>,
 }
 
 impl fmt::Debug for Service {
@@ -90,12 +92,13 @@ impl Service {
     /// [`ServerError`] naming the part that failed: configuration, source, cache, store, admin.
     pub async fn build(cfg: Config) -> Result<Service, ServerError> {
         let pcfg = build::prefetcher_config(&cfg.prefetch)?;
-        let predictor = build::build_predictor(&cfg)?;
+        let built = build::build_predictor(&cfg)?;
         let floor_ttl = pcfg.planner.max_ttl.max(pcfg.demand_ttl);
         let cache = build::build_cache(&cfg.cache, floor_ttl).await?;
         let store = build::build_store(&cfg.store).await?;
         let source = build::build_source(&cfg.source).await?;
-        let mut svc = Service::from_parts(cfg, source, cache, store, predictor)?;
+        let mut svc = Service::from_parts(cfg, source, cache, store, built.predictor)?;
+        svc.model_slot = built.model_slot;
         svc.bind_admin().await?;
         Ok(svc)
     }
@@ -130,6 +133,7 @@ impl Service {
             stats,
             listener: None,
             hook: None,
+            model_slot: None,
         })
     }
 
@@ -163,6 +167,18 @@ impl Service {
         self
     }
 
+    /// Serves the neural model from `slot` (the one the predictor follows): the admin API's
+    /// `POST /model` then swaps models into it.
+    pub fn with_model_slot(mut self, slot: Option<ModelSlot>) -> Self {
+        self.model_slot = slot;
+        self
+    }
+
+    /// Where the neural model is served from, if the predictor has one.
+    pub fn model_slot(&self) -> Option<ModelSlot> {
+        self.model_slot.clone()
+    }
+
     /// The prefetcher: its consumer API ([`Prefetcher::get`]) serves in-process consumers.
     pub fn prefetcher(&self) -> Prefetcher {
         self.prefetcher.clone()
@@ -192,6 +208,7 @@ impl Service {
                 stats: self.stats.clone(),
                 cache: self.cache.clone(),
                 store: self.store.clone(),
+                model_slot: self.model_slot.clone(),
             };
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {

@@ -678,7 +678,7 @@ async fn build_service(cfg: Config, crt: &tokio::runtime::Handle) -> anyhow::Res
     use prescient_server::build;
     let pcfg = build::prefetcher_config(&cfg.prefetch)?;
     let floor_ttl = pcfg.planner.max_ttl.max(pcfg.demand_ttl);
-    let predictor = build::build_predictor(&cfg)?;
+    let built = build::build_predictor(&cfg)?;
     let serve_cache = build::build_cache(&cfg.cache, floor_ttl).await?;
     let serve_store = build::build_store(&cfg.store).await?;
     let (cache_cfg, store_cfg) = (cfg.cache.clone(), cfg.store.clone());
@@ -697,7 +697,8 @@ async fn build_service(cfg: Config, crt: &tokio::runtime::Handle) -> anyhow::Res
         consumer: consumer_store,
     });
     let source = build::build_source(&cfg.source).await?;
-    Ok(Service::from_parts(cfg, source, cache, store, predictor)?)
+    Ok(Service::from_parts(cfg, source, cache, store, built.predictor)?
+        .with_model_slot(built.model_slot))
 }
 
 async fn live_async(

@@ -110,20 +110,33 @@ fn train_neural(args: &Args, events: &[prescient_core::Event]) -> anyhow::Result
     }
     let mut bar = prescient_neural::ProgressBarReporter::new();
     let cfg = prescient_neural::NeuralConfig::default();
-    let (model, report) =
+    let (mut model, report) =
         prescient_neural::NeuralModel::train(&cases, &cfg, &mut |p| bar.report(p))?;
     bar.finish();
+    // The mix with the online model that `--model ensemble` serves, chosen on the same
+    // validation cases the network was validated on.
+    let (_, mix) = prescient_neural::fit_mix(
+        &model,
+        &cases,
+        cfg.validation_share,
+        RelationalModel::new(RelationalConfig::default()),
+    );
+    model.set_ensemble(Some(mix));
     model
         .save(&args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     eprintln!(
-        "trained neural on {} cases in {:.2} s ({} epochs, best {}, validation accuracy {:.4}, ece {:.4}); wrote {}",
+        "trained neural on {} cases in {:.2} s ({} epochs, best {}, validation accuracy {:.4}, ece {:.4}); \
+         ensemble weight {:.2} (validation accuracy {:.4}, online alone {:.4}); wrote {}",
         cases.len(),
         report.train_seconds,
         report.epochs,
         report.best_epoch,
         report.val_accuracy,
         report.val_ece,
+        mix.weight,
+        mix.validation_accuracy,
+        mix.online_accuracy,
         args.out.display()
     );
     Ok(())
