@@ -148,6 +148,14 @@ impl ModelArgs {
         max_age: Option<std::time::Duration>,
     ) -> anyhow::Result<(Box<dyn Predictor>, String)> {
         let (kind, file) = self.resolve()?;
+        if matches!(kind, ModelKind::Neural | ModelKind::Ensemble) && file.is_none() {
+            anyhow::bail!(
+                "--model {}: a streaming run has no training part to train the network on first; \
+                 train it with `prescient train --model neural --log LOG --out DIR`, then pass \
+                 `--model DIR` (the network's next types) or `--model ensemble:DIR` (the mix)",
+                self.model
+            )
+        }
         let mut model = build_model(kind, file.as_deref())?;
         model.set_max_age(max_age);
         let source = file.map_or_else(
@@ -169,7 +177,11 @@ impl ModelArgs {
         {
             let path = PathBuf::from(path);
             if !path.exists() {
-                anyhow::bail!("--model {:?}: {} does not exist", self.model, path.display());
+                anyhow::bail!(
+                    "--model {:?}: {} does not exist",
+                    self.model,
+                    path.display()
+                );
             }
             return Ok((kind, Some(path)));
         }

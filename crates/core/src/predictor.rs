@@ -144,6 +144,21 @@ pub trait OnlineModel: Send + fmt::Debug {
     fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
         let _ = max_age;
     }
+    /// For events that arrived together, in order: observes each as its mode says (unless
+    /// [`Observe::Skip`]) and forecasts what follows it. The answers are those of `observe`
+    /// then `forecast` event by event (the default does exactly that); a model that can share
+    /// work across events, such as one forward pass of a network for many cases, overrides it.
+    fn process_batch(&mut self, items: &[(&Event, Observe)]) -> Vec<Forecast> {
+        items
+            .iter()
+            .map(|&(event, mode)| {
+                if mode != Observe::Skip {
+                    self.observe(event, mode);
+                }
+                self.forecast(event)
+            })
+            .collect()
+    }
 }
 
 impl<M: OnlineModel + ?Sized> OnlineModel for Box<M> {
@@ -161,6 +176,9 @@ impl<M: OnlineModel + ?Sized> OnlineModel for Box<M> {
     }
     fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
         (**self).set_max_age(max_age)
+    }
+    fn process_batch(&mut self, items: &[(&Event, Observe)]) -> Vec<Forecast> {
+        (**self).process_batch(items)
     }
 }
 
@@ -205,12 +223,9 @@ impl<M: OnlineModel> Local<M> {
         &self,
         reqs: &[PredictRequest<'_>],
     ) -> Vec<Result<Forecast, PredictError>> {
-        match self.with_model(|m| {
-            reqs.iter()
-                .map(|r| Ok(Self::learn_and_forecast(m, *r)))
-                .collect::<Vec<_>>()
-        }) {
-            Ok(out) => out,
+        let items: Vec<(&Event, Observe)> = reqs.iter().map(|r| (r.event, r.observe)).collect();
+        match self.with_model(|m| m.process_batch(&items)) {
+            Ok(out) => out.into_iter().map(Ok).collect(),
             Err(e) => reqs.iter().map(|_| Err(e.clone())).collect(),
         }
     }

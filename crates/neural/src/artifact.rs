@@ -197,7 +197,10 @@ impl NeuralModel {
             if !(mix.weight.is_finite() && (0.0..=1.0).contains(&mix.weight)) {
                 return Err(artifact_err(
                     &meta_path,
-                    format!("ensemble.weight is {}; expected a number in [0, 1]", mix.weight),
+                    format!(
+                        "ensemble.weight is {}; expected a number in [0, 1]",
+                        mix.weight
+                    ),
                 ));
             }
             if !(mix.calibration.a.is_finite()

@@ -262,10 +262,7 @@ pub fn fit_mix<M: OnlineModel>(
     let choice = choose_weight(&weights, &hits, &losses, SIGNIFICANCE_Z);
     let rows = &tops[choice.index];
     let calibration = TopCalibration::fit(rows);
-    let calibrated: Vec<(f64, bool)> = rows
-        .iter()
-        .map(|&(c, h)| (calibration.map(c), h))
-        .collect();
+    let calibrated: Vec<(f64, bool)> = rows.iter().map(|&(c, h)| (calibration.map(c), h)).collect();
     tracing::info!(
         message = "Ensemble weight chosen.",
         weight = choice.weight,
@@ -400,12 +397,71 @@ impl<M: OnlineModel> OnlineModel for EnsembleModel<M> {
         self.ensure_ready();
         let online = self.online.forecast(event);
         let neural = self.neural.distribution(event);
+        self.assemble(event, online, neural.as_ref())
+    }
+
+    /// The online model event by event, the network for the whole batch in one pass.
+    fn process_batch(&mut self, items: &[(&Event, Observe)]) -> Vec<Forecast> {
+        let learning = items.iter().any(|&(_, m)| m == Observe::Learn);
+        if (self.weight.is_none() && learning) || self.neural.model().is_none() {
+            // Still collecting training cases: event by event, as `observe` decides.
+            return items
+                .iter()
+                .map(|&(e, m)| {
+                    if m != Observe::Skip {
+                        self.observe(e, m);
+                    }
+                    self.forecast(e)
+                })
+                .collect();
+        }
+        self.ensure_ready();
+        let online: Vec<Forecast> = items
+            .iter()
+            .map(|&(e, m)| {
+                if m != Observe::Skip {
+                    self.online.observe(e, m);
+                }
+                self.online.forecast(e)
+            })
+            .collect();
+        let neural = self.neural.distributions(items);
+        items
+            .iter()
+            .zip(online)
+            .enumerate()
+            .map(|(i, (&(e, _), f))| {
+                let d = neural.as_ref().and_then(|d| d.get(i));
+                self.assemble(e, f, d)
+            })
+            .collect()
+    }
+
+    /// Predictions due by time alone come from the online model only: the network predicts
+    /// after events.
+    fn forecast_due(&mut self, now: prescient_core::Timestamp) -> Forecast {
+        self.online.forecast_due(now)
+    }
+
+    fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
+        self.online.set_max_age(max_age);
+    }
+}
+
+impl<M: OnlineModel> EnsembleModel<M> {
+    /// The mixed, recalibrated next types after `event` with the online model's entities.
+    fn assemble(
+        &self,
+        event: &Event,
+        online: Forecast,
+        neural: Option<&NextTypeDistribution>,
+    ) -> Forecast {
         let w = self.weight.unwrap_or(0.0);
         let top_k = self
             .neural
             .model()
             .map_or(self.neural.config().top_k, |m| m.top_k());
-        let mut next = combine(neural.as_ref(), &online, w, event);
+        let mut next = combine(neural, &online, w, event);
         let mut probs: Vec<f32> = next.iter().map(|n| n.probability).collect();
         self.calibration.apply(&mut probs, 0);
         for (n, p) in next.iter_mut().zip(probs) {
@@ -416,16 +472,6 @@ impl<M: OnlineModel> OnlineModel for EnsembleModel<M> {
             next,
             entities: online.entities,
         }
-    }
-
-    /// The online model's predictions due by time alone (the network predicts only after
-    /// events).
-    fn forecast_due(&mut self, now: prescient_core::Timestamp) -> Forecast {
-        self.online.forecast_due(now)
-    }
-
-    fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
-        self.online.set_max_age(max_age);
     }
 }
 

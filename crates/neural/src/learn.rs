@@ -117,6 +117,15 @@ impl NeuralLearner {
         }
     }
 
+    /// Observes each event (unless `Skip`) and returns the network's distribution after each,
+    /// in one batch; `None` before training or when the network fails.
+    pub fn distributions(
+        &mut self,
+        items: &[(&Event, Observe)],
+    ) -> Option<Vec<NextTypeDistribution>> {
+        self.predictor.as_mut()?.distributions(items).ok()
+    }
+
     /// The network's distribution after `event` (trains first if needed).
     pub fn distribution(&mut self, event: &Event) -> Option<NextTypeDistribution> {
         let _ = self.train_now();

@@ -347,6 +347,19 @@ impl NeuralPredictor {
         self.contexts.process(&self.model, items)
     }
 
+    /// Observes each event as its mode says and returns the network's full distribution after
+    /// each, events of distinct cases in one forward pass.
+    ///
+    /// # Errors
+    /// [`NeuralError::Tensor`] when the tensor library fails.
+    pub fn distributions(
+        &mut self,
+        items: &[(&Event, Observe)],
+    ) -> Result<Vec<NextTypeDistribution>, NeuralError> {
+        self.sync();
+        self.contexts.distributions(&self.model, items)
+    }
+
     /// The network's full distribution after `event` (observed already or not; not observed here).
     ///
     /// # Errors

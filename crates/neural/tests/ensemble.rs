@@ -158,3 +158,54 @@ fn ensemble_beats_the_bigram_and_keeps_its_entities() {
     let total: f32 = last.next.iter().map(|n| n.probability).sum();
     assert!(total <= 1.0 + 1e-4, "{total}");
 }
+
+/// A trained network served with a fixed mix, fed the test cases batch by batch or event by
+/// event: the same forecasts either way.
+#[test]
+fn a_served_ensemble_predicts_a_batch_as_it_predicts_one_by_one() {
+    let cases: Vec<Vec<Event>> = (0..60).map(|i| case(i, 6 + i % 4)).collect();
+    let (model, _) = prescient_neural::NeuralModel::train(&cases, &cfg(), &mut |_| {}).unwrap();
+    let model = std::sync::Arc::new(model);
+    let (_, mix) = prescient_neural::fit_mix(&model, &cases, 0.25, Bigram::default());
+    let served = |bigram: Bigram| {
+        let mut online = bigram;
+        for e in cases.iter().flatten() {
+            online.observe(e, Observe::Learn);
+        }
+        EnsembleModel::served(
+            prescient_neural::NeuralPredictor::new(model.clone()),
+            online,
+            prescient_neural::EnsembleMix { weight: 0.5, ..mix },
+        )
+    };
+    let (mut one, mut batched) = (served(Bigram::default()), served(Bigram::default()));
+    // Events of several cases interleaved, as a broker delivers them, in batches of 5.
+    let test: Vec<Vec<Event>> = (100..106).map(|i| case(i, 7)).collect();
+    let mut stream = Vec::new();
+    for k in 0..7 {
+        for c in &test {
+            stream.push(c[k].clone());
+        }
+    }
+    let mut n = 0;
+    for chunk in stream.chunks(5) {
+        let items: Vec<(&Event, Observe)> = chunk.iter().map(|e| (e, Observe::Track)).collect();
+        let together = batched.process_batch(&items);
+        assert_eq!(together.len(), chunk.len());
+        for (e, b) in chunk.iter().zip(together) {
+            one.observe(e, Observe::Track);
+            let a = one.forecast(e);
+            assert_eq!(a.entities, b.entities);
+            assert_eq!(a.next.len(), b.next.len());
+            for (x, y) in a.next.iter().zip(&b.next) {
+                assert_eq!(x.event_type, y.event_type, "event {}", e.id);
+                assert!(
+                    (x.probability - y.probability).abs() < 1e-4,
+                    "{x:?} vs {y:?}"
+                );
+            }
+            n += 1;
+        }
+    }
+    assert_eq!(n, 42);
+}

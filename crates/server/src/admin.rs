@@ -115,13 +115,16 @@ async fn swap_model(State(s): State<AdminState>, Json(req): Json<SwapRequest>) -
     match loaded {
         Ok(Ok(_)) => {
             tracing::info!(message = "Neural model swapped.", path = %req.path.display());
-            s.model_slot.as_ref().map_or_else(no_network, |slot| {
-                Json(model_view(slot)).into_response()
-            })
+            s.model_slot
+                .as_ref()
+                .map_or_else(no_network, |slot| Json(model_view(slot)).into_response())
         }
         Ok(Err(e)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("cannot load {}: {e}; the old model stays\n", req.path.display()),
+            format!(
+                "cannot load {}: {e}; the old model stays\n",
+                req.path.display()
+            ),
         )
             .into_response(),
         Err(e) => (

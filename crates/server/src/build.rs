@@ -10,14 +10,14 @@ use std::time::Duration;
 use prescient_core::{
     Ack, Cache, Delivery, Event, EventSource, Local, OnlineModel, Predictor, SourceError, Store,
 };
+use prescient_neural::{
+    EnsembleMix, EnsembleModel, ModelSlot, NeuralModel, NeuralPredictor, TopCalibration,
+};
 use prescient_predict::{
     PrescientModel, RelationalConfig, RelationalModel, SimpleConfig, SimpleModel,
 };
 use prescient_prefetch::{
     BreakerConfig, BudgetConfig, PlannerConfig, PrefetcherConfig, RetryConfig,
-};
-use prescient_neural::{
-    EnsembleMix, EnsembleModel, ModelSlot, NeuralModel, NeuralPredictor, TopCalibration,
 };
 
 use crate::config::{CacheConfig, Config, ModelChoice, PrefetchConfig, SourceConfig, StoreConfig};

@@ -101,7 +101,10 @@ async fn predicted_types(addr: std::net::SocketAddr, e: &Event) -> Vec<String> {
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -153,7 +156,12 @@ async fn a_new_model_is_swapped_in_while_serving_and_no_event_is_dropped() {
     assert_eq!(status, 200, "{body}");
     let before: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(before["generation"], 0);
-    assert!(!predicted_types(addr, &probe).await.iter().any(|t| t == "escalate"));
+    assert!(
+        !predicted_types(addr, &probe)
+            .await
+            .iter()
+            .any(|t| t == "escalate")
+    );
 
     // A producer keeps sending while the model is swapped.
     let producer = tokio::spawn(async move {
@@ -169,7 +177,10 @@ async fn a_new_model_is_swapped_in_while_serving_and_no_event_is_dropped() {
         // Keep the channel open: a closed source ends the run.
         (sent, tx)
     });
-    wait_for("some events before the swap", || seen.lock().unwrap().len() >= 20).await;
+    wait_for("some events before the swap", || {
+        seen.lock().unwrap().len() >= 20
+    })
+    .await;
     let body = format!("{{\"path\": {:?}}}", new_dir.display().to_string());
     let (status, answer) = http(addr, "POST", "/model", &body).await;
     assert_eq!(status, 200, "{answer}");
@@ -180,7 +191,11 @@ async fn a_new_model_is_swapped_in_while_serving_and_no_event_is_dropped() {
     // A broken artifact is refused and the new model stays.
     let broken = dir.path().join("broken");
     std::fs::create_dir_all(&broken).unwrap();
-    std::fs::write(broken.join("meta.json"), "{\"format\": \"prescient-neural\"").unwrap();
+    std::fs::write(
+        broken.join("meta.json"),
+        "{\"format\": \"prescient-neural\"",
+    )
+    .unwrap();
     let body = format!("{{\"path\": {:?}}}", broken.display().to_string());
     let (status, answer) = http(addr, "POST", "/model", &body).await;
     assert_eq!(status, 422, "{answer}");
@@ -191,7 +206,12 @@ async fn a_new_model_is_swapped_in_while_serving_and_no_event_is_dropped() {
 
     let (sent, _tx) = producer.await.unwrap();
     wait_for("every event", || seen.lock().unwrap().len() >= sent.len()).await;
-    assert!(predicted_types(addr, &probe).await.iter().any(|t| t == "escalate"));
+    assert!(
+        predicted_types(addr, &probe)
+            .await
+            .iter()
+            .any(|t| t == "escalate")
+    );
     let _ = stop_tx.send(());
     let report = tokio::time::timeout(Duration::from_secs(30), run)
         .await
@@ -220,8 +240,14 @@ async fn without_a_network_the_model_endpoint_says_so() {
         .unwrap();
     let store = build::build_store(&cfg.store).await.unwrap();
     let (_tx, rx) = mpsc::unbounded_channel();
-    let mut svc = Service::from_parts(cfg, Box::new(ChannelSource(rx)), cache, store, built.predictor)
-        .unwrap();
+    let mut svc = Service::from_parts(
+        cfg,
+        Box::new(ChannelSource(rx)),
+        cache,
+        store,
+        built.predictor,
+    )
+    .unwrap();
     let addr = svc.bind_admin().await.unwrap().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(svc.run(async {

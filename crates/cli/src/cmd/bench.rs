@@ -697,8 +697,10 @@ async fn build_service(cfg: Config, crt: &tokio::runtime::Handle) -> anyhow::Res
         consumer: consumer_store,
     });
     let source = build::build_source(&cfg.source).await?;
-    Ok(Service::from_parts(cfg, source, cache, store, built.predictor)?
-        .with_model_slot(built.model_slot))
+    Ok(
+        Service::from_parts(cfg, source, cache, store, built.predictor)?
+            .with_model_slot(built.model_slot),
+    )
 }
 
 async fn live_async(
