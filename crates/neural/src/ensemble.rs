@@ -3,11 +3,15 @@
 //!
 //! The weight `w` is chosen on validation data when the network is trained: a fresh online
 //! model learns the same training cases the network trains on, then both predict the held-out
-//! validation cases (tracked, and scored as `tax2017` scores test cases). The `w` in 0, 0.05,
-//! …, 1 with the best accuracy (then the lowest log loss) is taken only if it beats the online
-//! model alone (`w = 0`) by more than [`SIGNIFICANCE_Z`] standard errors of the paired gain
-//! ([`choose_weight`]); otherwise `w = 0`. The mixed top-1 confidence is then recalibrated
-//! ([`TopCalibration`], Platt scaling) on the same validation rows.
+//! validation cases (tracked, and scored as `tax2017` scores test cases). A mix is used only if
+//! the most accurate `w` in 0, 0.05, …, 1 beats the online model alone (`w = 0`) by more than
+//! [`SIGNIFICANCE_Z`] standard errors of the paired gain; then, by the one-standard-error
+//! rule, the smallest `w` within one standard error of the best that also clears that margin
+//! is taken ([`choose_weight`]): the closer to the online model, the better the mix holds up
+//! when later cases drift from the validation cases. The mixed top-1 confidence is recalibrated
+//! ([`TopCalibration`], Platt scaling) on the same validation rows only if a fit on their
+//! earlier half also lowers the calibration error on the later half; both parts are calibrated
+//! on their own already.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -261,7 +265,21 @@ pub fn fit_mix<M: OnlineModel>(
     }
     let choice = choose_weight(&weights, &hits, &losses, SIGNIFICANCE_Z);
     let rows = &tops[choice.index];
-    let calibration = TopCalibration::fit(rows);
+    // Both parts are calibrated on their own; recalibrating the mix is kept only if a fit on
+    // the earlier half of the validation rows also helps on the later half (rows come in case
+    // order), so that a fit to the validation period alone is not carried forward.
+    let half = rows.len() / 2;
+    let early = TopCalibration::fit(&rows[..half]);
+    let later_fitted: Vec<(f64, bool)> = rows[half..]
+        .iter()
+        .map(|&(c, h)| (early.map(c), h))
+        .collect();
+    let carries = crate::calibrate::ece(&later_fitted) < crate::calibrate::ece(&rows[half..]);
+    let calibration = if carries {
+        TopCalibration::fit(rows)
+    } else {
+        TopCalibration::IDENTITY
+    };
     let calibrated: Vec<(f64, bool)> = rows.iter().map(|&(c, h)| (calibration.map(c), h)).collect();
     tracing::info!(
         message = "Ensemble weight chosen.",
@@ -313,12 +331,14 @@ pub struct WeightChoice {
 }
 
 /// Chooses the neural weight from validation rows: `hits[j][i]` and `losses[j][i]` say whether
-/// candidate `weights[j]` ranked the target of row `i` first, and its log loss there. The
-/// candidate with the best accuracy (then the lowest mean loss) is taken only if its paired
-/// accuracy gain over weight 0 (the online model alone, which must be among the candidates)
-/// exceeds `z` standard errors of that gain; otherwise weight 0 is. A gain that small could be
-/// the luck of the validation cases (the network also chose its epoch on them), and the online
-/// model is the safer bet on unseen cases.
+/// candidate `weights[j]` ranked the target of row `i` first, and its log loss there. A mix is
+/// taken only if the candidate with the best accuracy (then the lowest mean loss) gains over
+/// weight 0 (the online model alone, which must be among the candidates) more than `z`
+/// standard errors of the paired gain; otherwise weight 0 is. A gain that small could be the
+/// luck of the validation cases (the network also chose its epoch on them), and the online
+/// model is the safer bet on unseen cases. When a mix is taken, it is the smallest weight
+/// that is within one standard error of the best (paired) and itself gains more than `z`
+/// standard errors over weight 0.
 ///
 /// # Panics
 /// Never; without candidates or rows the choice is weight 0.
@@ -355,20 +375,40 @@ pub fn choose_weight(
             best = j;
         }
     }
-    let diffs: Vec<f64> = hits[best]
-        .iter()
-        .zip(&hits[base])
-        .map(|(&a, &b)| f64::from(u8::from(a)) - f64::from(u8::from(b)))
-        .collect();
-    let mean = diffs.iter().sum::<f64>() / n as f64;
-    let var = if n > 1 {
-        diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64
-    } else {
-        0.0
+    // Paired gain of candidate `j` over `k`, row by row: mean and standard error.
+    let paired = |j: usize, k: usize| {
+        let diffs: Vec<f64> = hits[j]
+            .iter()
+            .zip(&hits[k])
+            .map(|(&a, &b)| f64::from(u8::from(a)) - f64::from(u8::from(b)))
+            .collect();
+        let mean = diffs.iter().sum::<f64>() / n as f64;
+        let var = if n > 1 {
+            diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        (mean, (var / n as f64).sqrt())
     };
-    let se = (var / n as f64).sqrt();
+    let (mean, se) = paired(best, base);
     let take = best != base && mean > 0.0 && mean > z * se;
-    let index = if take { best } else { base };
+    // The one-standard-error rule: of the weights within one standard error of the best, the
+    // one closest to the online model, which holds up better when the cases drift away from
+    // the validation cases.
+    let index = if take {
+        let mut order: Vec<usize> = (0..weights.len()).filter(|&j| j != base).collect();
+        order.sort_by(|&a, &b| weights[a].total_cmp(&weights[b]));
+        order
+            .into_iter()
+            .find(|&j| {
+                let (gain, gain_se) = paired(j, base);
+                let (behind, behind_se) = paired(best, j);
+                gain > z * gain_se && behind <= behind_se
+            })
+            .unwrap_or(best)
+    } else {
+        base
+    };
     WeightChoice {
         weight: weights[index],
         index,
@@ -527,6 +567,31 @@ mod tests {
         assert!((c.accuracy - 0.6).abs() < 1e-9, "{c:?}");
         assert!((c.baseline_accuracy - 0.5).abs() < 1e-9, "{c:?}");
         assert!(c.gain_se > 0.0);
+    }
+
+    #[test]
+    fn of_the_mixes_as_good_as_the_best_the_lightest_is_taken() {
+        // Of every 100 rows the online model is right on the first 50 and weight 0.5 on the
+        // first 60; weight 0.25 on the first 50 and 9 others, and 0.75 on the first 55. The
+        // 0.25 mix is one row behind the best, on rows where the two disagree often: within
+        // a standard error.
+        let n = 1000;
+        let h = |f: &dyn Fn(usize) -> bool| (0..n).map(|i| f(i % 100)).collect::<Vec<bool>>();
+        let losses = vec![vec![1.0; n]; 4];
+        let weights = [0.0, 0.25, 0.5, 0.75];
+        let base = h(&|r| r < 50);
+        let best = h(&|r| r < 60);
+        let third = h(&|r| r < 55);
+        let light = h(&|r| r < 50 || (60..69).contains(&r));
+        let hits = vec![base.clone(), light, best.clone(), third.clone()];
+        let c = choose_weight(&weights, &hits, &losses, SIGNIFICANCE_Z);
+        assert_eq!(c.best_weight, 0.5, "{c:?}");
+        assert_eq!(c.weight, 0.25, "{c:?}");
+        assert!((c.accuracy - 0.59).abs() < 1e-9, "{c:?}");
+        // 0.25 far behind the best: the best is taken
+        let far = h(&|r| r < 50 || (60..62).contains(&r));
+        let c = choose_weight(&weights, &[base, far, best, third], &losses, SIGNIFICANCE_Z);
+        assert_eq!(c.weight, 0.5, "{c:?}");
     }
 
     #[test]

@@ -153,3 +153,44 @@ fn weights_of_another_shape_are_refused() {
     assert!(problem.contains("emb.weight"), "{problem}");
     assert!(problem.contains("do not belong together"), "{problem}");
 }
+
+#[test]
+fn the_ensemble_mix_is_saved_and_an_impossible_one_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = model();
+    let mix = prescient_neural::EnsembleMix {
+        weight: 0.35,
+        calibration: prescient_neural::TopCalibration { a: 0.9, b: 0.1 },
+        validation_accuracy: 0.8,
+        online_accuracy: 0.75,
+        rows: 120,
+    };
+    m.set_ensemble(Some(mix));
+    m.save(dir.path()).expect("save");
+    let loaded = NeuralModel::load(dir.path()).expect("load");
+    assert_eq!(loaded.ensemble(), Some(mix));
+    // Without a mix the field is left out, and an older artifact without it loads.
+    edit_meta(dir.path(), |v| {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("ensemble");
+        }
+    });
+    assert_eq!(
+        NeuralModel::load(dir.path()).expect("load").ensemble(),
+        None
+    );
+    edit_meta(dir.path(), |v| {
+        v["ensemble"] = serde_json::json!({
+            "weight": 1.5,
+            "calibration": {"a": 1.0, "b": 0.0},
+            "validation_accuracy": 0.8,
+            "online_accuracy": 0.75,
+            "rows": 120
+        });
+    });
+    let problem = artifact_problem(
+        NeuralModel::load(dir.path()).expect_err("weight"),
+        "meta.json",
+    );
+    assert!(problem.contains("ensemble.weight"), "{problem}");
+}
