@@ -38,6 +38,9 @@ pub struct EnsembleModel<M> {
     validation: Option<(f64, usize)>,
     calibration: TopCalibration,
     choice: Option<WeightChoice>,
+    /// Take the mix from the served model's artifact when it has one (so that a model swapped
+    /// in brings its own mix).
+    follow_mix: bool,
 }
 
 impl<M: OnlineModel> fmt::Debug for EnsembleModel<M> {
@@ -138,6 +141,7 @@ impl<M: OnlineModel> EnsembleModel<M> {
             validation: None,
             calibration: TopCalibration::IDENTITY,
             choice: None,
+            follow_mix: false,
         }
     }
 
@@ -154,6 +158,17 @@ impl<M: OnlineModel> EnsembleModel<M> {
             validation: Some((mix.validation_accuracy, mix.rows)),
             calibration: mix.calibration,
             choice: None,
+            follow_mix: false,
+        }
+    }
+
+    /// Like [`EnsembleModel::served`], but mixed as the served model's artifact says
+    /// ([`NeuralModel::ensemble`]) whenever it says anything, `fallback` otherwise: a model
+    /// swapped into the predictor's [`crate::ModelSlot`] brings its own weight and calibration.
+    pub fn served_following(neural: NeuralPredictor, online: M, fallback: EnsembleMix) -> Self {
+        EnsembleModel {
+            follow_mix: true,
+            ..Self::served(neural, online, fallback)
         }
     }
 
@@ -496,14 +511,22 @@ impl<M: OnlineModel> EnsembleModel<M> {
         online: Forecast,
         neural: Option<&NextTypeDistribution>,
     ) -> Forecast {
-        let w = self.weight.unwrap_or(0.0);
+        let own = self
+            .neural
+            .model()
+            .and_then(|m| m.ensemble())
+            .filter(|_| self.follow_mix);
+        let (w, calibration) = match own {
+            Some(mix) => (mix.weight.clamp(0.0, 1.0), mix.calibration),
+            None => (self.weight.unwrap_or(0.0), self.calibration),
+        };
         let top_k = self
             .neural
             .model()
             .map_or(self.neural.config().top_k, |m| m.top_k());
         let mut next = combine(neural, &online, w, event);
         let mut probs: Vec<f32> = next.iter().map(|n| n.probability).collect();
-        self.calibration.apply(&mut probs, 0);
+        calibration.apply(&mut probs, 0);
         for (n, p) in next.iter_mut().zip(probs) {
             n.probability = p;
         }

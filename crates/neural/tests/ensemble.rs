@@ -209,3 +209,58 @@ fn a_served_ensemble_predicts_a_batch_as_it_predicts_one_by_one() {
     }
     assert_eq!(n, 42);
 }
+
+/// A served ensemble that follows a slot takes the mix of whichever model is in it.
+#[test]
+fn a_swapped_in_model_brings_its_own_mix() {
+    let cases: Vec<Vec<Event>> = (0..60).map(|i| case(i, 6 + i % 4)).collect();
+    let (model, _) = prescient_neural::NeuralModel::train(&cases, &cfg(), &mut |_| {}).unwrap();
+    let mix = |weight: f32| prescient_neural::EnsembleMix {
+        weight,
+        calibration: prescient_neural::TopCalibration::IDENTITY,
+        validation_accuracy: 0.0,
+        online_accuracy: 0.0,
+        rows: 0,
+    };
+    let (mut online_only, mut network_only) = (model.clone(), model);
+    online_only.set_ensemble(Some(mix(0.0)));
+    network_only.set_ensemble(Some(mix(1.0)));
+    let slot = prescient_neural::ModelSlot::new(std::sync::Arc::new(online_only));
+    let mut bigram = Bigram::default();
+    for e in cases.iter().flatten() {
+        bigram.observe(e, Observe::Learn);
+    }
+    let (network, _) = slot.current();
+    let mut ens = EnsembleModel::served_following(
+        prescient_neural::NeuralPredictor::new(network).follow(slot.clone()),
+        bigram,
+        mix(0.5),
+    );
+    let probe = case(200, 5);
+    for e in &probe[..4] {
+        ens.observe(e, Observe::Track);
+    }
+    let last = &probe[3];
+    // Weight 0: the bigram's forecast as it is.
+    let before = ens.forecast(last);
+    let mut bigram_alone = Bigram::default();
+    for e in cases.iter().flatten() {
+        bigram_alone.observe(e, Observe::Learn);
+    }
+    for e in &probe[..4] {
+        bigram_alone.observe(e, Observe::Track);
+    }
+    assert_eq!(before.next, bigram_alone.forecast(last).next);
+    // Weight 1 after the swap: the network's distribution.
+    slot.swap(std::sync::Arc::new(network_only));
+    let after = ens.forecast(last);
+    let (model, _) = slot.current();
+    let mut alone = prescient_neural::NeuralPredictor::new(model);
+    for e in &probe[..4] {
+        alone.observe(e, Observe::Track);
+    }
+    let d = alone.distribution(last).unwrap();
+    let top = d.top(1);
+    assert_eq!(after.next[0].event_type, top[0].0);
+    assert!((after.next[0].probability - top[0].1).abs() < 1e-5);
+}

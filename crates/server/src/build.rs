@@ -279,11 +279,13 @@ pub fn build_predictor(cfg: &Config) -> Result<BuiltPredictor, ServerError> {
                     rows: 0,
                 }
             };
-            let served = EnsembleModel::served(
-                NeuralPredictor::new(network).follow(slot.clone()),
-                online(snapshot)?,
-                mix,
-            );
+            let network = NeuralPredictor::new(network).follow(slot.clone());
+            // `ensemble` takes each artifact's own mix, so a swapped-in model brings its own.
+            let served = if choice == ModelChoice::Ensemble {
+                EnsembleModel::served_following(network, online(snapshot)?, mix)
+            } else {
+                EnsembleModel::served(network, online(snapshot)?, mix)
+            };
             model_slot = Some(slot);
             Box::new(served)
         }
