@@ -13,11 +13,13 @@ use crate::log_args::LogArgs;
 /// Replays the log in time order (ties keep file order), learning as the live stream would,
 /// up to and including the event, then prints the next types with the contexts they came from,
 /// and the entity predictions with their relation, the entity they were found through, the
-/// counts behind them and their confidence.
+/// counts behind them and their confidence. With `--neural DIR`, also what a trained network
+/// (`prescient train --model neural`) predicts after the case so far, and the mix an ensemble
+/// serves.
 ///
 /// Example:
 ///   prescient explain --log helpdesk.csv --case CaseID --type ActivityID
-///       --time CompleteTimestamp --event 1234
+///       --time CompleteTimestamp --event 1234 --neural models/helpdesk
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -31,9 +33,73 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
 
+    /// Also explain a trained neural model (an artifact directory written by `prescient train
+    /// --model neural`): its next types after the case so far, and its mix with the online model.
+    #[arg(long, value_name = "DIR")]
+    pub neural: Option<PathBuf>,
+
     /// Print the explanation as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What the network says after the event.
+#[derive(Debug, serde::Serialize)]
+struct NeuralView {
+    artifact: PathBuf,
+    training_log_hash: String,
+    validation_accuracy: f64,
+    /// The network's most likely next types (given that the case goes on).
+    next: Vec<(String, f32)>,
+    /// The probability that the case ends here.
+    end_of_case: f32,
+    /// Seconds until the next event, as the network expects.
+    expected_seconds: f64,
+    /// The ensemble's weight on the network, chosen on validation data when it was trained.
+    ensemble_weight: Option<f32>,
+    /// The next types an ensemble serves: the network's and the online model's, mixed (before
+    /// the mix's calibration).
+    mixed: Vec<(String, f32)>,
+}
+
+/// Follows the events up to `e` with the network and says what it predicts after `e`.
+fn neural_view(
+    dir: &std::path::Path,
+    events: &[&prescient_core::Event],
+    e: &prescient_core::Event,
+    online: &prescient_core::Forecast,
+) -> anyhow::Result<NeuralView> {
+    let model = prescient_neural::NeuralModel::load(dir)
+        .with_context(|| format!("loading neural model {}", dir.display()))?;
+    let model = std::sync::Arc::new(model);
+    let mut net = prescient_neural::NeuralPredictor::new(model.clone());
+    for ev in events {
+        net.observe(ev, Observe::Track);
+    }
+    let d = net
+        .distribution(e)
+        .with_context(|| format!("the network failed on event {}", e.id))?;
+    let mix = model.ensemble();
+    let mixed = mix
+        .map(|m| prescient_neural::mix(Some(&d), online, m.weight, e, 5))
+        .unwrap_or_default();
+    Ok(NeuralView {
+        artifact: dir.to_path_buf(),
+        training_log_hash: model.info().training_log_hash.clone(),
+        validation_accuracy: model.info().report.val_accuracy,
+        next: d
+            .top(5)
+            .into_iter()
+            .map(|(t, p)| (t.to_string(), p))
+            .collect(),
+        end_of_case: d.end_of_case,
+        expected_seconds: d.expected_seconds,
+        ensemble_weight: mix.map(|m| m.weight),
+        mixed: mixed
+            .into_iter()
+            .map(|n| (n.event_type.to_string(), n.probability))
+            .collect(),
+    })
 }
 
 /// Runs the command.
@@ -50,9 +116,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut order: Vec<usize> = (0..log.events.len()).collect();
     order.sort_by_key(|&i| log.events[i].time);
     let mut target = None;
+    let mut seen = Vec::new();
     for &i in &order {
         let e = &log.events[i];
         model.observe(e, Observe::Learn);
+        seen.push(e);
         if e.id == args.event.as_str() {
             target = Some(i);
             break;
@@ -67,8 +135,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let e = &log.events[i];
     let x = model.explain(e);
+    let neural = match &args.neural {
+        Some(dir) => {
+            let online = prescient_core::Forecast {
+                next: x.next.clone(),
+                entities: Vec::new(),
+            };
+            Some(neural_view(dir, &seen, e, &online)?)
+        }
+        None => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&x)?);
+        match &neural {
+            Some(n) => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"online": x, "neural": n}))?
+            ),
+            None => println!("{}", serde_json::to_string_pretty(&x)?),
+        }
         return Ok(());
     }
     let ents: Vec<String> = e
@@ -140,6 +224,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             q.expected_at.secs_since(e.time),
             q.latest.secs_since(e.time)
         );
+    }
+    if let Some(n) = &neural {
+        println!(
+            "network {} (trained on a log with hash {}, validation accuracy {:.3}), after the case so far:",
+            n.artifact.display(),
+            n.training_log_hash
+                .get(..12)
+                .unwrap_or(&n.training_log_hash),
+            n.validation_accuracy
+        );
+        for (t, p) in &n.next {
+            println!("    {t:<30} p={p:.3}");
+        }
+        println!(
+            "  end of case p={:.3}; next event expected in {:.0} s",
+            n.end_of_case, n.expected_seconds
+        );
+        match n.ensemble_weight {
+            Some(w) => {
+                println!(
+                    "  ensemble: {w:.2} x network + {:.2} x online model:",
+                    1.0 - w
+                );
+                for (t, p) in &n.mixed {
+                    println!("    {t:<30} p={p:.3}");
+                }
+            }
+            None => println!("  (the artifact has no ensemble weight)"),
+        }
     }
     Ok(())
 }
