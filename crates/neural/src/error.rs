@@ -18,7 +18,7 @@ pub enum NeuralError {
         index: usize,
     },
     /// An artifact file cannot be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("cannot read or write {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,

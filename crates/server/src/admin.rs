@@ -122,8 +122,9 @@ async fn swap_model(State(s): State<AdminState>, Json(req): Json<SwapRequest>) -
         Ok(Err(e)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
-                "cannot load {}: {e}; the old model stays\n",
-                req.path.display()
+                "cannot load {}: {}; the old model stays\n",
+                req.path.display(),
+                prescient_core::error_chain(&e)
             ),
         )
             .into_response(),

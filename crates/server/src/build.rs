@@ -257,8 +257,9 @@ pub fn build_predictor(cfg: &Config) -> Result<BuiltPredictor, ServerError> {
             })?;
             let slot = ModelSlot::new(Arc::new(NeuralModel::load(dir).map_err(|e| {
                 ServerError::Config(format!(
-                    "predictor.neural: cannot load {}: {e}",
-                    dir.display()
+                    "predictor.neural: cannot load {}: {}",
+                    dir.display(),
+                    prescient_core::error_chain(&e)
                 ))
             })?));
             let (network, _) = slot.current();
