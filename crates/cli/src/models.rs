@@ -84,13 +84,7 @@ pub fn build_model(
         (ModelKind::Neural, Some(dir)) => {
             let model = load_neural(dir)?;
             // Next types and times from the network alone; entities from the online model.
-            let mix = prescient_neural::EnsembleMix {
-                weight: 1.0,
-                calibration: prescient_neural::TopCalibration::IDENTITY,
-                validation_accuracy: model.info().report.val_accuracy,
-                online_accuracy: f64::NAN,
-                rows: 0,
-            };
+            let mix = prescient_neural::EnsembleMix::network_only(&model);
             Ok(served(model, mix))
         }
         (ModelKind::Ensemble, None) => Ok(Box::new(prescient_neural::EnsembleModel::new(

@@ -166,10 +166,7 @@ impl NeuralModel {
         if !(meta.temperature.is_finite() && meta.temperature > 0.0) {
             return Err(artifact_err(&meta_path, "temperature must be positive"));
         }
-        if !(meta.calibration.a.is_finite()
-            && meta.calibration.a > 0.0
-            && meta.calibration.b.is_finite())
-        {
+        if !meta.calibration.is_valid() {
             return Err(artifact_err(
                 &meta_path,
                 "calibration must have a positive finite slope and a finite offset",
@@ -203,10 +200,7 @@ impl NeuralModel {
                     ),
                 ));
             }
-            if !(mix.calibration.a.is_finite()
-                && mix.calibration.a > 0.0
-                && mix.calibration.b.is_finite())
-            {
+            if !mix.calibration.is_valid() {
                 return Err(artifact_err(
                     &meta_path,
                     "ensemble.calibration must have a positive finite slope and a finite offset",

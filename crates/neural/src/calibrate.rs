@@ -55,6 +55,11 @@ impl TopCalibration {
     /// The map that changes nothing.
     pub const IDENTITY: TopCalibration = TopCalibration { a: 1.0, b: 0.0 };
 
+    /// Whether the map is usable: a positive finite slope and a finite offset.
+    pub fn is_valid(&self) -> bool {
+        self.a.is_finite() && self.a > 0.0 && self.b.is_finite()
+    }
+
     /// Fits `a` and `b` by Newton's method on the binary cross entropy of the top-1 rows
     /// `(confidence, correct)`, with Platt's smoothed targets and a weak pull towards the
     /// identity. Fewer than 20 rows, or all right or all wrong, give the identity.

@@ -169,6 +169,20 @@ pub struct EnsembleMix {
     pub rows: usize,
 }
 
+impl EnsembleMix {
+    /// The network alone (weight 1, no recalibration): its next types and times, with the
+    /// online model's entities.
+    pub fn network_only(model: &NeuralModel) -> Self {
+        EnsembleMix {
+            weight: 1.0,
+            calibration: TopCalibration::IDENTITY,
+            validation_accuracy: model.info().report.val_accuracy,
+            online_accuracy: f64::NAN,
+            rows: 0,
+        }
+    }
+}
+
 /// What is known about how a model was trained; saved in `meta.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {

@@ -10,9 +10,7 @@ use std::time::Duration;
 use prescient_core::{
     Ack, Cache, Delivery, Event, EventSource, Local, OnlineModel, Predictor, SourceError, Store,
 };
-use prescient_neural::{
-    EnsembleMix, EnsembleModel, ModelSlot, NeuralModel, NeuralPredictor, TopCalibration,
-};
+use prescient_neural::{EnsembleMix, EnsembleModel, ModelSlot, NeuralModel, NeuralPredictor};
 use prescient_predict::{
     PrescientModel, RelationalConfig, RelationalModel, SimpleConfig, SimpleModel,
 };
@@ -272,13 +270,7 @@ pub fn build_predictor(cfg: &Config) -> Result<BuiltPredictor, ServerError> {
                     ))
                 })?
             } else {
-                EnsembleMix {
-                    weight: 1.0,
-                    calibration: TopCalibration::IDENTITY,
-                    validation_accuracy: network.info().report.val_accuracy,
-                    online_accuracy: f64::NAN,
-                    rows: 0,
-                }
+                EnsembleMix::network_only(&network)
             };
             let network = NeuralPredictor::new(network).follow(slot.clone());
             // `ensemble` takes each artifact's own mix, so a swapped-in model brings its own.

@@ -3,14 +3,16 @@
 //! across the swap and none is dropped, predictions come from the new model afterwards, and a
 //! broken artifact is refused with the old model kept. Needs no external service.
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::http;
 use prescient_core::{Ack, Delivery, EntityRef, Event, EventSource, SourceError, Timestamp};
 use prescient_neural::{NeuralConfig, NeuralModel};
-use prescient_server::{Config, Service, build};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use prescient_server::{Config, ServeReport, ServerError, Service, build};
 use tokio::sync::mpsc;
 
 /// Events sent through a channel: the test decides when they arrive.
@@ -62,27 +64,18 @@ fn train(types: &[&str], dir: &std::path::Path) {
     model.save(dir).unwrap();
 }
 
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_owned();
-    (status, body)
+/// Runs `svc` until the returned sender is used (or dropped).
+fn start(
+    svc: Service,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<ServeReport, ServerError>>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(svc.run(async {
+        let _ = stop_rx.await;
+    }));
+    (stop_tx, run)
 }
 
 /// The next types `/predict` lists after `e`.
@@ -146,10 +139,7 @@ async fn a_new_model_is_swapped_in_while_serving_and_no_event_is_dropped() {
         hook_seen.lock().unwrap().push(e.id.to_string());
     }));
     let addr = svc.bind_admin().await.unwrap().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(svc.run(async {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, run) = start(svc);
 
     let probe = event(999, 0, "open");
     let (status, body) = http(addr, "GET", "/model", "").await;
@@ -249,10 +239,7 @@ async fn without_a_network_the_model_endpoint_says_so() {
     )
     .unwrap();
     let addr = svc.bind_admin().await.unwrap().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(svc.run(async {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, run) = start(svc);
     let (status, body) = http(addr, "POST", "/model", "{\"path\": \"/nowhere\"}").await;
     assert_eq!(status, 409, "{body}");
     let _ = stop_tx.send(());

@@ -7,6 +7,8 @@
 //! `PRESCIENT_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`). When one is
 //! unreachable the test fails under `CI=true` and otherwise prints `SKIPPED: <why>` and passes.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -14,12 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::http;
 use prescient_core::{
     EntityKey, EntityRef, Entry, Event, EventSink, StoreWriter, Timestamp, Version,
 };
 use prescient_server::{Config, Service};
 use prescient_testkit::{available, service, unique};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn nats_url() -> String {
     service("PRESCIENT_TEST_NATS", "nats://127.0.0.1:4222")
@@ -118,30 +120,6 @@ async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A minimal HTTP/1.1 request; returns (status, body).
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_owned();
-    (status, body)
 }
 
 #[test]
