@@ -4,7 +4,8 @@
 //! Needs `/work/shared/data` (or `PRESCIENT_DATA`): `verenich_psp/bpi_12_w.csv` and
 //! `ocel2_order_management/order-management.json.gz`. A missing log is skipped.
 //!
-//! Run: `cargo bench -p prescient-predict --bench learn_predict`.
+//! Run: `cargo bench -p prescient-predict --bench learn_predict` (the `bench` profile: fat LTO,
+//! one codegen unit).
 
 use std::hint::black_box;
 use std::path::PathBuf;

@@ -43,8 +43,14 @@ pub fn bucket_of(secs: f64) -> usize {
     if secs.is_nan() || secs < 1.0 {
         return 0;
     }
-    let b = (2.0 * secs.log2()).floor() as i64 + 1;
-    b.clamp(1, BUCKETS as i64 - 1) as usize
+    // `secs` lies in `[2^e, 2^(e+1))` (its binary exponent; no logarithm needed): bucket
+    // `2e + 1`, or `2e + 2` from `2^e·√2` on.
+    let e = ((secs.to_bits() >> 52) & 0x7ff) as usize - 1023;
+    let b = 2 * e + 1;
+    if b >= BUCKETS - 1 {
+        return BUCKETS - 1;
+    }
+    b + usize::from(secs >= EDGES[b])
 }
 
 /// `EDGES[b] = 2^(b/2)`: the upper edge of bucket `b` and the lower edge of bucket `b + 1`.
@@ -214,6 +220,28 @@ impl LogHist {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_follow_the_half_octave_edges() {
+        // The logarithm's answer, away from the edges, and the edges themselves.
+        for i in 0..4000 {
+            let secs = 1.0 + f64::from(i) * 0.37 * f64::from(i % 97 + 1);
+            let log = ((2.0 * secs.log2()).floor() as i64 + 1).clamp(1, BUCKETS as i64 - 1);
+            assert_eq!(bucket_of(secs), log as usize, "{secs}");
+        }
+        for b in 1..BUCKETS - 1 {
+            assert_eq!(bucket_of(bucket_lo(b)), b, "lower edge of {b}");
+            assert_eq!(
+                bucket_of(bucket_hi(b) * (1.0 - 1e-12)),
+                b,
+                "below the upper edge of {b}"
+            );
+        }
+        assert_eq!(bucket_of(0.5), 0);
+        assert_eq!(bucket_of(f64::NAN), 0);
+        assert_eq!(bucket_of(f64::INFINITY), BUCKETS - 1);
+        assert_eq!(bucket_of(1e300), BUCKETS - 1);
+    }
 
     #[test]
     fn buckets_are_half_octaves() {

@@ -384,6 +384,11 @@ struct MixCache {
     dist: Vec<f64>,
     used: usize,
     first_gap: Option<f64>,
+    /// The event's type and main entity's kind, as the forecast looks them up.
+    cur: Option<u16>,
+    kind: Option<u16>,
+    /// The event's entities of known kinds, each once, as the forecast collects them.
+    fkeys: Vec<(EntityKey, u16)>,
 }
 
 /// A hash of everything about an event that its next-type forecast depends on.
@@ -642,10 +647,6 @@ impl RelationalModel {
         Some(hasher.finish())
     }
 
-    fn take_entity(&mut self, key: &EntityKey) -> Option<EntityState> {
-        self.s.young.remove(key).or_else(|| self.s.old.remove(key))
-    }
-
     /// Puts an entity into the young generation; when it is full, the old generation (the
     /// entities not touched since the last turnover) is dropped.
     fn put_entity(&mut self, key: EntityKey, st: EntityState) {
@@ -792,28 +793,58 @@ impl RelationalModel {
         f64,
         Vec<ContextUse>,
     ) {
+        let ((next, ents, why), raw, uses) = self.forecast_parts(event, explain);
+        let mut ents: Vec<_> = ents
+            .into_iter()
+            .zip(why)
+            .map(|(p, (via, trials, hits))| (p, via, trials, hits))
+            .collect();
+        ents.sort_by(|a, b| b.0.confidence.total_cmp(&a.0.confidence));
+        ((next, ents), raw, uses)
+    }
+
+    /// The forecast after `event`: next types, entity predictions (most confident first unless
+    /// `explain`) and, with `explain`, each prediction's reason `(via, trials, hits)` at the
+    /// same index (unsorted). Without `explain` nothing is spent on reasons.
+    #[allow(clippy::type_complexity)] // internal: the forecast parts with their reasons
+    fn forecast_parts(
+        &mut self,
+        event: &Event,
+        explain: bool,
+    ) -> (
+        (Vec<NextEvent>, Vec<Prediction>, Vec<(EntityKey, f32, f32)>),
+        f64,
+        Vec<ContextUse>,
+    ) {
         let now = event.time;
         let mut next = Vec::new();
         let mut raw_top = 0.0;
         let mut uses = Vec::new();
-        let cur = self.type_ids.get(&event.event_type).copied();
         let main = Self::main_ref(event);
-        let kind = main.and_then(|r| self.kind_ids.get(&r.kind).copied());
-        // The event's entities of known kinds, each once.
-        let mut fkeys = std::mem::take(&mut self.fkeys);
-        fkeys.clear();
-        for r in &event.entities {
-            if fkeys.iter().any(|(k, _)| k.kind == r.kind && k.id == r.id) {
-                continue;
+        // The forecast of the event just observed reuses what `observe` looked up.
+        let hit = self.mix_cache.valid && self.mix_cache.fingerprint == fingerprint(event);
+        let (cur, kind, fkeys) = if hit {
+            let fkeys = std::mem::take(&mut self.mix_cache.fkeys);
+            (self.mix_cache.cur, self.mix_cache.kind, fkeys)
+        } else {
+            let cur = self.type_ids.get(&event.event_type).copied();
+            let kind = main.and_then(|r| self.kind_ids.get(&r.kind).copied());
+            // The event's entities of known kinds, each once.
+            let mut fkeys = std::mem::take(&mut self.fkeys);
+            fkeys.clear();
+            for r in &event.entities {
+                if fkeys.iter().any(|(k, _)| k.kind == r.kind && k.id == r.id) {
+                    continue;
+                }
+                if let Some(&kid) = self.kind_ids.get(&r.kind) {
+                    fkeys.push((r.key(), kid));
+                }
             }
-            if let Some(&kid) = self.kind_ids.get(&r.kind) {
-                fkeys.push((r.key(), kid));
-            }
-        }
+            (cur, kind, fkeys)
+        };
         if !self.s.types.is_empty() {
             let k = kind.unwrap_or(u16::MAX);
-            let fp = fingerprint(event);
-            let (used, first_gap) = if self.mix_cache.valid && self.mix_cache.fingerprint == fp {
+            let (used, first_gap) = if hit {
                 self.scratch.clone_from(&self.mix_cache.dist);
                 (self.mix_cache.used, self.mix_cache.first_gap)
             } else {
@@ -898,7 +929,8 @@ impl RelationalModel {
         let top_type = next.first().map(|n| n.event_type.clone());
 
         // Entities: the event's own, then their links.
-        let mut ents: Vec<(Prediction, EntityKey, f32, f32)> = Vec::new();
+        let mut ents: Vec<Prediction> = Vec::new();
+        let mut why: Vec<(EntityKey, f32, f32)> = Vec::new();
         let ty = cur.unwrap_or(u16::MAX);
         let mut cands = std::mem::take(&mut self.cands);
         cands.clear();
@@ -922,6 +954,7 @@ impl RelationalModel {
                 cands.push((l.clone(), key.clone(), lk, *kid, 1));
             }
         }
+        let room = fkeys.len() + cands.len();
         for (key, via, kid, from_kind, relation) in cands.drain(..) {
             let Some(&rel) = self.s.rel_ids.get(&(kid, ty, from_kind, relation)) else {
                 continue;
@@ -930,23 +963,24 @@ impl RelationalModel {
                 continue;
             };
             let conf = (f64::from(w) / (f64::from(trials) + 1.0)) as f32;
-            ents.push((
-                Prediction {
-                    entity: key,
-                    confidence: conf,
-                    expected_at: after(now, s),
-                    latest: after(now, e.max(s)),
-                    event_type: top_type.clone(),
-                    relation: if relation == 0 {
-                        Relation::Same
-                    } else {
-                        Relation::Linked
-                    },
+            if ents.capacity() == 0 {
+                ents.reserve_exact(room);
+            }
+            ents.push(Prediction {
+                entity: key,
+                confidence: conf,
+                expected_at: after(now, s),
+                latest: after(now, e.max(s)),
+                event_type: top_type.clone(),
+                relation: if relation == 0 {
+                    Relation::Same
+                } else {
+                    Relation::Linked
                 },
-                via,
-                trials,
-                w,
-            ));
+            });
+            if explain {
+                why.push((via, trials, w));
+            }
         }
         self.cands = cands;
         // Refresh: an own entity whose cached copy expires soon is predicted right after the
@@ -977,17 +1011,33 @@ impl RelationalModel {
                     event_type: top_type.clone(),
                     relation: Relation::Same,
                 };
-                match ents.iter_mut().find(|x| x.0.entity == *key) {
-                    Some(x) if x.0.confidence >= conf => {}
-                    Some(x) => *x = (p, key.clone(), trials, w),
-                    None => ents.push((p, key.clone(), trials, w)),
+                match ents.iter().position(|x| x.entity == *key) {
+                    Some(i) if ents[i].confidence >= conf => {}
+                    Some(i) => {
+                        ents[i] = p;
+                        if explain {
+                            why[i] = (key.clone(), trials, w);
+                        }
+                    }
+                    None => {
+                        ents.push(p);
+                        if explain {
+                            why.push((key.clone(), trials, w));
+                        }
+                    }
                 }
             }
         }
         self.own_cycles = own_cycles;
-        self.fkeys = fkeys;
-        ents.sort_by(|a, b| b.0.confidence.total_cmp(&a.0.confidence));
-        ((next, ents), raw_top, uses)
+        if hit {
+            self.mix_cache.fkeys = fkeys;
+        } else {
+            self.fkeys = fkeys;
+        }
+        if !explain {
+            ents.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        }
+        ((next, ents, why), raw_top, uses)
     }
 
     /// Writes the model (settings and everything learned) in a versioned binary format.
@@ -1089,26 +1139,50 @@ impl OnlineModel for RelationalModel {
 
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
+        let mut main_kind = u16::MAX;
         for (i, r) in event.entities.iter().enumerate() {
-            if keys
+            if let Some((_, kid, _)) = keys
                 .iter()
-                .any(|(k, _, _)| k.kind == r.kind && k.id == r.id)
+                .find(|(k, _, _)| k.kind == r.kind && k.id == r.id)
             {
+                if i == main_idx {
+                    main_kind = *kid;
+                }
                 continue;
             }
             let kid = intern(&mut self.s.kinds, &mut self.kind_ids, &r.kind);
+            if i == main_idx {
+                main_kind = kid;
+            }
             keys.push((r.key(), kid, i == main_idx));
         }
+        // What the forecast of this event looks up (`u16::MAX`: not interned, full).
+        let known = |id: u16| (id != u16::MAX).then_some(id);
+        self.mix_cache.cur = known(cur);
+        self.mix_cache.kind = known(main_kind);
+        self.mix_cache.fkeys.clear();
+        self.mix_cache.fkeys.extend(
+            keys.iter()
+                .filter(|(_, kid, _)| *kid != u16::MAX)
+                .map(|(k, kid, _)| (k.clone(), *kid)),
+        );
         let mut linked = std::mem::take(&mut self.linked);
         linked.clear();
         let mut resolved = std::mem::take(&mut self.resolved);
         resolved.clear();
         for i in 0..keys.len() {
             let (key, kid) = (&keys[i].0, keys[i].1);
-            let mut st = self.take_entity(key).unwrap_or_else(|| EntityState {
-                kind: kid,
-                ..EntityState::default()
-            });
+            // An entity of the young generation is updated in place; others move into it.
+            let (mut st, in_young) = match self.s.young.get_mut(key) {
+                Some(slot) => (std::mem::take(slot), true),
+                None => (
+                    self.s.old.remove(key).unwrap_or_else(|| EntityState {
+                        kind: kid,
+                        ..EntityState::default()
+                    }),
+                    false,
+                ),
+            };
             // Calibration: the top-1 prediction made after the previous event touching this
             // entity, resolved by this event (once per earlier event).
             if learn && st.seen > 0 {
@@ -1193,7 +1267,10 @@ impl OnlineModel for RelationalModel {
                     }
                 }
             }
-            self.put_entity(key.clone(), st);
+            match self.s.young.get_mut(key) {
+                Some(slot) if in_young => *slot = st,
+                _ => self.put_entity(key.clone(), st),
+            }
         }
         if learn {
             self.s.unigram.add(cur, cap);
@@ -1249,11 +1326,8 @@ impl OnlineModel for RelationalModel {
     }
 
     fn forecast(&mut self, event: &Event) -> Forecast {
-        let ((next, ents), _, _) = self.forecast_inner(event, false);
-        Forecast {
-            next,
-            entities: ents.into_iter().map(|(p, ..)| p).collect(),
-        }
+        let ((next, entities, _), _, _) = self.forecast_parts(event, false);
+        Forecast { next, entities }
     }
 }
 
