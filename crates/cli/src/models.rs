@@ -38,7 +38,9 @@ pub fn neural_learner() -> prescient_neural::NeuralLearner {
 }
 
 /// Loads a neural artifact directory.
-fn load_neural(dir: &Path) -> anyhow::Result<std::sync::Arc<prescient_neural::NeuralModel>> {
+pub(crate) fn load_neural(
+    dir: &Path,
+) -> anyhow::Result<std::sync::Arc<prescient_neural::NeuralModel>> {
     let model = prescient_neural::NeuralModel::load(dir)
         .with_context(|| format!("loading neural model {}", dir.display()))?;
     Ok(std::sync::Arc::new(model))

@@ -23,7 +23,9 @@ pub use entity::{EntityKey, EntityRef, Entry, Version};
 pub use error::error_chain;
 pub use event::{Event, Mutation};
 pub use prediction::{Forecast, NextEvent, Prediction, Relation};
-pub use predictor::{Local, Observe, OnlineModel, PredictError, PredictRequest, Predictor};
+pub use predictor::{
+    Local, Observe, OnlineModel, PredictError, PredictRequest, Predictor, process_each,
+};
 pub use source::{
     Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError,
 };

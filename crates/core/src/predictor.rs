@@ -149,16 +149,26 @@ pub trait OnlineModel: Send + fmt::Debug {
     /// then `forecast` event by event (the default does exactly that); a model that can share
     /// work across events, such as one forward pass of a network for many cases, overrides it.
     fn process_batch(&mut self, items: &[(&Event, Observe)]) -> Vec<Forecast> {
-        items
-            .iter()
-            .map(|&(event, mode)| {
-                if mode != Observe::Skip {
-                    self.observe(event, mode);
-                }
-                self.forecast(event)
-            })
-            .collect()
+        process_each(self, items)
     }
+}
+
+/// [`OnlineModel::process_batch`] event by event: `observe` (unless [`Observe::Skip`]) then
+/// `forecast`, for each event in order. The default, and the fallback of models that batch only
+/// some of the time.
+pub fn process_each<M: OnlineModel + ?Sized>(
+    model: &mut M,
+    items: &[(&Event, Observe)],
+) -> Vec<Forecast> {
+    items
+        .iter()
+        .map(|&(event, mode)| {
+            if mode != Observe::Skip {
+                model.observe(event, mode);
+            }
+            model.forecast(event)
+        })
+        .collect()
 }
 
 impl<M: OnlineModel + ?Sized> OnlineModel for Box<M> {

@@ -460,15 +460,7 @@ impl<M: OnlineModel> OnlineModel for EnsembleModel<M> {
         let learning = items.iter().any(|&(_, m)| m == Observe::Learn);
         if (self.weight.is_none() && learning) || self.neural.model().is_none() {
             // Still collecting training cases: event by event, as `observe` decides.
-            return items
-                .iter()
-                .map(|&(e, m)| {
-                    if m != Observe::Skip {
-                        self.observe(e, m);
-                    }
-                    self.forecast(e)
-                })
-                .collect();
+            return prescient_core::process_each(self, items);
         }
         self.ensure_ready();
         let online: Vec<Forecast> = items

@@ -109,15 +109,13 @@ async fn swap_model(State(s): State<AdminState>, Json(req): Json<SwapRequest>) -
     let Some(slot) = s.model_slot.clone() else {
         return no_network();
     };
-    let path = req.path.clone();
+    let (path, loader) = (req.path.clone(), slot.clone());
     // Loading reads and checks the weights: off the async workers.
-    let loaded = tokio::task::spawn_blocking(move || slot.load(&path)).await;
+    let loaded = tokio::task::spawn_blocking(move || loader.load(&path)).await;
     match loaded {
         Ok(Ok(_)) => {
             tracing::info!(message = "Neural model swapped.", path = %req.path.display());
-            s.model_slot
-                .as_ref()
-                .map_or_else(no_network, |slot| Json(model_view(slot)).into_response())
+            Json(model_view(&slot)).into_response()
         }
         Ok(Err(e)) => (
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -64,6 +64,25 @@ fn train(types: &[&str], dir: &std::path::Path) {
     model.save(dir).unwrap();
 }
 
+/// A service on `cfg`'s cache, store and predictor, fed by `rx`, with the predictor's neural
+/// model slot (if it has one) behind `/model`.
+async fn service(cfg: Config, rx: mpsc::UnboundedReceiver<Event>) -> Service {
+    let built = build::build_predictor(&cfg).unwrap();
+    let cache = build::build_cache(&cfg.cache, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let store = build::build_store(&cfg.store).await.unwrap();
+    Service::from_parts(
+        cfg,
+        Box::new(ChannelSource(rx)),
+        cache,
+        store,
+        built.predictor,
+    )
+    .unwrap()
+    .with_model_slot(built.model_slot)
+}
+
 /// Runs `svc` until the returned sender is used (or dropped).
 fn start(
     svc: Service,
@@ -118,24 +137,10 @@ async fn a_new_model_is_swapped_in_while_serving_and_no_event_is_dropped() {
         old_dir.display().to_string()
     ))
     .unwrap();
-    let built = build::build_predictor(&cfg).unwrap();
-    let cache = build::build_cache(&cfg.cache, Duration::from_secs(3600))
-        .await
-        .unwrap();
-    let store = build::build_store(&cfg.store).await.unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let hook_seen = seen.clone();
-    let mut svc = Service::from_parts(
-        cfg,
-        Box::new(ChannelSource(rx)),
-        cache,
-        store,
-        built.predictor,
-    )
-    .unwrap()
-    .with_model_slot(built.model_slot)
-    .with_hook(Arc::new(move |e: &Event| {
+    let mut svc = service(cfg, rx).await.with_hook(Arc::new(move |e: &Event| {
         hook_seen.lock().unwrap().push(e.id.to_string());
     }));
     let addr = svc.bind_admin().await.unwrap().unwrap();
@@ -223,21 +228,9 @@ async fn without_a_network_the_model_endpoint_says_so() {
         dir.path().join("store.db").display().to_string(),
     ))
     .unwrap();
-    let built = build::build_predictor(&cfg).unwrap();
-    assert!(built.model_slot.is_none());
-    let cache = build::build_cache(&cfg.cache, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let store = build::build_store(&cfg.store).await.unwrap();
     let (_tx, rx) = mpsc::unbounded_channel();
-    let mut svc = Service::from_parts(
-        cfg,
-        Box::new(ChannelSource(rx)),
-        cache,
-        store,
-        built.predictor,
-    )
-    .unwrap();
+    let mut svc = service(cfg, rx).await;
+    assert!(svc.model_slot().is_none());
     let addr = svc.bind_admin().await.unwrap().unwrap();
     let (stop_tx, run) = start(svc);
     let (status, body) = http(addr, "POST", "/model", "{\"path\": \"/nowhere\"}").await;

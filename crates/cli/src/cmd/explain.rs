@@ -69,9 +69,7 @@ fn neural_view(
     e: &prescient_core::Event,
     online: &prescient_core::Forecast,
 ) -> anyhow::Result<NeuralView> {
-    let model = prescient_neural::NeuralModel::load(dir)
-        .with_context(|| format!("loading neural model {}", dir.display()))?;
-    let model = std::sync::Arc::new(model);
+    let model = crate::models::load_neural(dir)?;
     let mut net = prescient_neural::NeuralPredictor::new(model.clone());
     for ev in events {
         net.observe(ev, Observe::Track);
