@@ -14,6 +14,13 @@ pub struct Forecast {
     pub next: Vec<NextEvent>,
     /// Entities likely to be touched soon, most confident first.
     pub entities: Vec<Prediction>,
+    /// The factor by which the model lowers its top next type's confidence because the
+    /// context holds event types it never learned (`None`: no such discount). `next` already
+    /// includes it unless the model was told not to apply it
+    /// ([`crate::OnlineModel::set_novelty_discount`]), so that a model mixing this forecast
+    /// with others can apply it to the mix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub novelty_discount: Option<f32>,
 }
 
 impl Forecast {

@@ -144,6 +144,14 @@ pub trait OnlineModel: Send + fmt::Debug {
     fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
         let _ = max_age;
     }
+    /// Whether a next-type confidence is lowered where the context holds event types the
+    /// model never learned (on unless turned off, for models that have such a discount). A
+    /// model whose forecasts are mixed with another's and then recalibrated as a whole (the
+    /// neural ensemble) turns it off: there its confidences rank types, and the mix's own
+    /// calibration says how sure the mix is. The default ignores it.
+    fn set_novelty_discount(&mut self, on: bool) {
+        let _ = on;
+    }
     /// For events that arrived together, in order: observes each as its mode says (unless
     /// [`Observe::Skip`]) and forecasts what follows it. The answers are those of `observe`
     /// then `forecast` event by event (the default does exactly that); a model that can share
@@ -186,6 +194,9 @@ impl<M: OnlineModel + ?Sized> OnlineModel for Box<M> {
     }
     fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
         (**self).set_max_age(max_age)
+    }
+    fn set_novelty_discount(&mut self, on: bool) {
+        (**self).set_novelty_discount(on)
     }
     fn process_batch(&mut self, items: &[(&Event, Observe)]) -> Vec<Forecast> {
         (**self).process_batch(items)

@@ -268,6 +268,7 @@ pub(crate) fn forecast(
             })
             .collect(),
         entities: Vec::new(),
+        novelty_discount: None,
     }
 }
 

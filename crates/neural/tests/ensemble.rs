@@ -84,6 +84,7 @@ impl OnlineModel for Bigram {
         next.sort_by(|a, b| b.probability.total_cmp(&a.probability));
         Forecast {
             next,
+            novelty_discount: None,
             entities: vec![Prediction {
                 entity: EntityKey::new("case", e.entities[0].id.clone()),
                 confidence: 1.0,
@@ -263,4 +264,96 @@ fn a_swapped_in_model_brings_its_own_mix() {
     let top = d.top(1);
     assert_eq!(after.next[0].event_type, top[0].0);
     assert!((after.next[0].probability - top[0].1).abs() < 1e-5);
+}
+
+/// The bigram, reporting a novelty discount of one half on every forecast, which it applies
+/// to its own confidences unless told not to.
+#[derive(Debug, Default)]
+struct Discounting {
+    inner: Bigram,
+    off: bool,
+}
+
+impl OnlineModel for Discounting {
+    fn name(&self) -> &str {
+        "discounting"
+    }
+    fn observe(&mut self, e: &Event, mode: Observe) {
+        self.inner.observe(e, mode);
+    }
+    fn forecast(&mut self, e: &Event) -> Forecast {
+        let mut f = self.inner.forecast(e);
+        if !self.off {
+            for n in &mut f.next {
+                n.probability *= 0.5;
+            }
+        }
+        f.novelty_discount = Some(0.5);
+        f
+    }
+    fn set_novelty_discount(&mut self, on: bool) {
+        self.off = !on;
+    }
+}
+
+/// In a mix the online model's novelty discount lowers the mix's top confidence (the online
+/// model does not apply it itself); alone, the online model applies it.
+#[test]
+fn the_online_models_novelty_discount_applies_to_the_mix() {
+    let cases: Vec<Vec<Event>> = (0..60).map(|i| case(i, 6 + i % 4)).collect();
+    let (model, _) = prescient_neural::NeuralModel::train(&cases, &cfg(), &mut |_| {}).unwrap();
+    let model = std::sync::Arc::new(model);
+    let mix = |weight: f32| prescient_neural::EnsembleMix {
+        weight,
+        calibration: prescient_neural::TopCalibration::IDENTITY,
+        validation_accuracy: 0.0,
+        online_accuracy: 0.0,
+        rows: 0,
+    };
+    let probe = case(200, 5);
+    fn run<M: OnlineModel>(mut m: M, cases: &[Vec<Event>], probe: &[Event]) -> Forecast {
+        for e in cases.iter().flatten() {
+            m.observe(e, Observe::Learn);
+        }
+        for e in &probe[..4] {
+            m.observe(e, Observe::Track);
+        }
+        m.forecast(&probe[3])
+    }
+    let served = |online, weight| {
+        EnsembleModel::served(
+            prescient_neural::NeuralPredictor::new(model.clone()),
+            online,
+            mix(weight),
+        )
+    };
+    let plain = run(
+        EnsembleModel::served(
+            prescient_neural::NeuralPredictor::new(model.clone()),
+            Bigram::default(),
+            mix(0.5),
+        ),
+        &cases,
+        &probe,
+    );
+    let discounted = run(served(Discounting::default(), 0.5), &cases, &probe);
+    let top = |f: &Forecast| f.top().expect("a forecast").probability;
+    assert_eq!(plain.next[0].event_type, discounted.next[0].event_type);
+    assert!(
+        (top(&discounted) - 0.5 * top(&plain)).abs() < 1e-5,
+        "{} vs {}",
+        top(&discounted),
+        top(&plain)
+    );
+    assert!(
+        discounted
+            .next
+            .iter()
+            .all(|n| n.probability <= top(&discounted))
+    );
+    // Weight 0: the online model's own forecast, discounted by the model itself.
+    let alone = run(served(Discounting::default(), 0.0), &cases, &probe);
+    let own = run(Discounting::default(), &cases, &probe);
+    assert_eq!(alone.next, own.next);
+    assert!(top(&own) <= 0.5, "{}", top(&own));
 }

@@ -288,6 +288,10 @@ impl OnlineModel for PrescientModel {
         self.relational.set_max_age(max_age);
         self.keys.set_max_age(max_age);
     }
+
+    fn set_novelty_discount(&mut self, on: bool) {
+        self.relational.set_novelty_discount(on);
+    }
 }
 
 #[cfg(test)]

@@ -965,6 +965,7 @@ impl OnlineModel for KeyModel {
         Forecast {
             next: Vec::new(),
             entities: out,
+            novelty_discount: None,
         }
     }
 }

@@ -1635,6 +1635,7 @@ mod tests {
             let at = now.plus(Duration::from_secs(60));
             Ok(Forecast {
                 next: Vec::new(),
+                novelty_discount: None,
                 entities: vec![Prediction {
                     entity: EntityKey::new("a", format!("t{}", ticks.len())),
                     confidence: 0.9,

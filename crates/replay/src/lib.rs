@@ -482,6 +482,7 @@ mod tests {
             let at = req.event.time.plus(Duration::from_secs(1800));
             Ok(Forecast {
                 next: Vec::new(),
+                novelty_discount: None,
                 entities: req
                     .event
                     .entities
@@ -554,6 +555,7 @@ mod tests {
             let at = now.plus(Duration::from_secs(300));
             Ok(Forecast {
                 next: Vec::new(),
+                novelty_discount: None,
                 entities: vec![Prediction {
                     entity: self.entity.clone(),
                     confidence: 0.9,

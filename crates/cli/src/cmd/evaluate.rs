@@ -169,6 +169,10 @@ impl OnlineModel for FirstUse<'_> {
     fn set_max_age(&mut self, max_age: Option<Duration>) {
         self.inner.set_max_age(max_age);
     }
+
+    fn set_novelty_discount(&mut self, on: bool) {
+        self.inner.set_novelty_discount(on);
+    }
 }
 
 /// Moves the first call's time (lazy training) from the scoring clock to `train_seconds`, so

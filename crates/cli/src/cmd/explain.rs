@@ -138,6 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let online = prescient_core::Forecast {
                 next: x.next.clone(),
                 entities: Vec::new(),
+                novelty_discount: None,
             };
             Some(neural_view(dir, &seen, e, &online)?)
         }
@@ -196,6 +197,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "  raw top-1 probability {:.3}, calibrated:",
         x.raw_top_probability
     );
+    if let Some(d) = x.novelty_discount {
+        println!(
+            "  (the case touched an event type new to the model: calibrated with such cases, \
+             the top-1 confidence is {d:.2} of what it would be otherwise)"
+        );
+    }
     for n in &x.next {
         println!(
             "    {:<30} p={:.3} expected at {} (+{:.0} s)",
