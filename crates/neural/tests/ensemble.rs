@@ -211,18 +211,22 @@ fn a_served_ensemble_predicts_a_batch_as_it_predicts_one_by_one() {
     assert_eq!(n, 42);
 }
 
-/// A served ensemble that follows a slot takes the mix of whichever model is in it.
-#[test]
-fn a_swapped_in_model_brings_its_own_mix() {
-    let cases: Vec<Vec<Event>> = (0..60).map(|i| case(i, 6 + i % 4)).collect();
-    let (model, _) = prescient_neural::NeuralModel::train(&cases, &cfg(), &mut |_| {}).unwrap();
-    let mix = |weight: f32| prescient_neural::EnsembleMix {
+/// A mix of the given weight, without recalibration.
+fn mix(weight: f32) -> prescient_neural::EnsembleMix {
+    prescient_neural::EnsembleMix {
         weight,
         calibration: prescient_neural::TopCalibration::IDENTITY,
         validation_accuracy: 0.0,
         online_accuracy: 0.0,
         rows: 0,
-    };
+    }
+}
+
+/// A served ensemble that follows a slot takes the mix of whichever model is in it.
+#[test]
+fn a_swapped_in_model_brings_its_own_mix() {
+    let cases: Vec<Vec<Event>> = (0..60).map(|i| case(i, 6 + i % 4)).collect();
+    let (model, _) = prescient_neural::NeuralModel::train(&cases, &cfg(), &mut |_| {}).unwrap();
     let (mut online_only, mut network_only) = (model.clone(), model);
     online_only.set_ensemble(Some(mix(0.0)));
     network_only.set_ensemble(Some(mix(1.0)));
@@ -303,13 +307,6 @@ fn the_online_models_novelty_discount_applies_to_the_mix() {
     let cases: Vec<Vec<Event>> = (0..60).map(|i| case(i, 6 + i % 4)).collect();
     let (model, _) = prescient_neural::NeuralModel::train(&cases, &cfg(), &mut |_| {}).unwrap();
     let model = std::sync::Arc::new(model);
-    let mix = |weight: f32| prescient_neural::EnsembleMix {
-        weight,
-        calibration: prescient_neural::TopCalibration::IDENTITY,
-        validation_accuracy: 0.0,
-        online_accuracy: 0.0,
-        rows: 0,
-    };
     let probe = case(200, 5);
     fn run<M: OnlineModel>(mut m: M, cases: &[Vec<Event>], probe: &[Event]) -> Forecast {
         for e in cases.iter().flatten() {
@@ -320,23 +317,19 @@ fn the_online_models_novelty_discount_applies_to_the_mix() {
         }
         m.forecast(&probe[3])
     }
-    let served = |online, weight| {
+    fn served<M: OnlineModel>(
+        model: &std::sync::Arc<prescient_neural::NeuralModel>,
+        online: M,
+        weight: f32,
+    ) -> EnsembleModel<M> {
         EnsembleModel::served(
             prescient_neural::NeuralPredictor::new(model.clone()),
             online,
             mix(weight),
         )
-    };
-    let plain = run(
-        EnsembleModel::served(
-            prescient_neural::NeuralPredictor::new(model.clone()),
-            Bigram::default(),
-            mix(0.5),
-        ),
-        &cases,
-        &probe,
-    );
-    let discounted = run(served(Discounting::default(), 0.5), &cases, &probe);
+    }
+    let plain = run(served(&model, Bigram::default(), 0.5), &cases, &probe);
+    let discounted = run(served(&model, Discounting::default(), 0.5), &cases, &probe);
     let top = |f: &Forecast| f.top().expect("a forecast").probability;
     assert_eq!(plain.next[0].event_type, discounted.next[0].event_type);
     assert!(
@@ -352,7 +345,7 @@ fn the_online_models_novelty_discount_applies_to_the_mix() {
             .all(|n| n.probability <= top(&discounted))
     );
     // Weight 0: the online model's own forecast, discounted by the model itself.
-    let alone = run(served(Discounting::default(), 0.0), &cases, &probe);
+    let alone = run(served(&model, Discounting::default(), 0.0), &cases, &probe);
     let own = run(Discounting::default(), &cases, &probe);
     assert_eq!(alone.next, own.next);
     assert!(top(&own) <= 0.5, "{}", top(&own));

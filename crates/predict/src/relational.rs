@@ -396,8 +396,8 @@ pub struct RelationalModel {
     s: State,
     type_ids: FxHashMap<SmolStr, u16>,
     kind_ids: FxHashMap<SmolStr, u16>,
-    /// Per type id: events learned from (rebuilt from the unigram on restore).
-    learned_types: Vec<u32>,
+    /// Per type id: learned from at least once (rebuilt from the unigram on restore).
+    learned_types: Vec<bool>,
     scratch: Vec<f64>,
     mix: Vec<f64>,
     keys: Vec<(EntityKey, u16, bool)>,
@@ -471,6 +471,15 @@ fn top_k(p: &[f64], k: usize, out: &mut Vec<(u16, f64)>) {
         out.insert(at, (t as u16, x));
         out.truncate(k);
     }
+}
+
+/// Records in `learned` (per type id) that the model has learned from an event of type `t`.
+fn mark_learned(learned: &mut Vec<bool>, t: u16) {
+    let i = usize::from(t);
+    if learned.len() <= i {
+        learned.resize(i + 1, false);
+    }
+    learned[i] = true;
 }
 
 fn intern(names: &mut Vec<SmolStr>, ids: &mut FxHashMap<SmolStr, u16>, s: &SmolStr) -> u16 {
@@ -726,18 +735,12 @@ impl RelationalModel {
             return p;
         }
         let (b, level) = (cal_bin(p), cal_level(used, levels));
-        let classes: [usize; 2] = match (!discount, used & NOVEL != 0) {
-            (false, true) => [2, 3],
-            (false, false) => [cal_class(used); 2],
-            (true, _) => {
-                let first = cal_class(used & !NOVEL);
-                [first, first + 2]
-            }
-        };
-        let classes = if classes[0] == classes[1] {
-            &classes[..1]
-        } else {
-            &classes[..]
+        let first = cal_class(used & !NOVEL);
+        let (own, pooled) = ([first], [first, first + 2]);
+        let classes: &[usize] = match (discount, used & NOVEL != 0) {
+            (true, true) => &[2, 3],
+            (true, false) => &own,
+            (false, _) => &pooled,
         };
         let (mut nb, mut kb, mut n, mut k) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
         for &class in classes {
@@ -974,15 +977,17 @@ impl RelationalModel {
             top_k(&self.scratch, self.cfg.max_next, &mut ranked);
             if let Some(&(_, p1)) = ranked.first() {
                 raw_top = p1;
-                let c1 = self.calibrate(p1, used);
-                if used & NOVEL != 0 {
+                let c1 = if used & NOVEL != 0 {
                     // Reported either way, so that a mix can apply it when this model does not.
                     let (on, off) = (
                         self.calibrate_as(p1, used, true),
                         self.calibrate_as(p1, used, false),
                     );
                     self.last_discount = (off > 0.0).then(|| (on / off).min(1.0) as f32);
-                }
+                    if self.no_novelty_discount { off } else { on }
+                } else {
+                    self.calibrate(p1, used)
+                };
                 let rest = if p1 < 1.0 {
                     (1.0 - c1) / (1.0 - p1)
                 } else {
@@ -1180,12 +1185,8 @@ impl RelationalModel {
                 .enumerate()
                 .map(|(i, t)| (t.clone(), i as u16))
                 .collect();
-        for &(t, c) in &m.s.unigram.next {
-            let i = usize::from(t);
-            if m.learned_types.len() <= i {
-                m.learned_types.resize(i + 1, 0);
-            }
-            m.learned_types[i] = c.ceil() as u32;
+        for &(t, _) in &m.s.unigram.next {
+            mark_learned(&mut m.learned_types, t);
         }
         m.kind_ids =
             m.s.kinds
@@ -1266,12 +1267,11 @@ impl OnlineModel for RelationalModel {
         let mut linked = std::mem::take(&mut self.linked);
         linked.clear();
         // A type the model has not learned makes the entities it touches novel.
-        let novel = self
+        let novel = !self
             .learned_types
             .get(usize::from(cur))
             .copied()
-            .unwrap_or(0)
-            == 0;
+            .unwrap_or(false);
         let mut resolved = std::mem::take(&mut self.resolved);
         resolved.clear();
         for i in 0..keys.len() {
@@ -1385,11 +1385,7 @@ impl OnlineModel for RelationalModel {
             self.s.unigram.add(cur, cap);
             self.s.learned += 1;
             if cur != u16::MAX {
-                let i = usize::from(cur);
-                if self.learned_types.len() <= i {
-                    self.learned_types.resize(i + 1, 0);
-                }
-                self.learned_types[i] = self.learned_types[i].saturating_add(1);
+                mark_learned(&mut self.learned_types, cur);
             }
         }
         // What the model now predicts after this event, to be resolved by the next one; kept
