@@ -54,7 +54,7 @@ pub struct LiveArgs {
     /// Bytes of each entity's data.
     #[arg(long, default_value_t = 256)]
     pub payload_bytes: usize,
-    /// Use only the first N events.
+    /// Use only the first N events (in time order: events are published by time).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Events whose entities the consumer reads at once (one read per event, up to this many).
@@ -603,7 +603,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn live(args: LiveArgs) -> anyhow::Result<()> {
     let log = args.log.load()?;
-    let mut events = log.events;
+    // Streamed as it happened: in time order (`--limit` takes the first events in time).
+    let mut events = crate::log_args::in_time_order(log.events);
     if let Some(n) = args.limit {
         events.truncate(n);
     }

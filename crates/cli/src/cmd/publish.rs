@@ -9,7 +9,8 @@ use prescient_core::{Event, EventSink};
 
 use crate::log_args::LogArgs;
 
-/// Publishes the events of a log to NATS JetStream, a Redis stream or a RabbitMQ queue.
+/// Publishes the events of a log to NATS JetStream, a Redis stream or a RabbitMQ queue, in time
+/// order.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where to: `nats://HOST:PORT`, `redis://HOST:PORT` or `amqp://USER:PASS@HOST:PORT/%2f`.
@@ -36,7 +37,7 @@ pub struct Args {
     #[arg(long, default_value = "prescient.events")]
     pub queue: String,
 
-    /// Publish only the first N events.
+    /// Publish only the first N events (in time order: events are published by time).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
 }
@@ -107,7 +108,8 @@ pub async fn publish_all(
 /// Runs `publish`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let log = args.log.load()?;
-    let mut events = log.events;
+    // Streamed as it happened: in time order (`--limit` takes the first events in time).
+    let mut events = crate::log_args::in_time_order(log.events);
     if let Some(n) = args.limit {
         events.truncate(n);
     }
