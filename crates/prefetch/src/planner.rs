@@ -210,7 +210,8 @@ pub struct PlannerStats {
     pub replaced: u64,
     /// Offers dropped because the pending set was full.
     pub dropped_full: u64,
-    /// Due plans skipped because the entity was cached and fresh.
+    /// Due plans skipped because the entity was cached and fresh (as this process tracks it,
+    /// or, just before the load, as the cache answered).
     pub skipped_cached: u64,
     /// Due plans skipped because the entity was already being loaded.
     pub skipped_in_flight: u64,
@@ -679,6 +680,21 @@ impl<K: PlanKey> Planner<K> {
             .since(now)
             .saturating_add(self.cfg.ttl_slack)
             .clamp(self.cfg.min_ttl, self.cfg.max_ttl)
+    }
+
+    /// A prefetch was not loaded after all: the cache already held the entity when its load
+    /// was about to start (filled by a read, or by another process sharing the cache). The
+    /// entity is no longer in flight; counted with the due plans skipped as cached.
+    pub fn complete_cached(&mut self, item: &BatchItem<K>) {
+        if self
+            .in_flight
+            .get(&item.key)
+            .is_some_and(|f| f.id == item.load)
+        {
+            self.in_flight.remove(&item.key);
+        }
+        self.prefetches_in_flight = self.prefetches_in_flight.saturating_sub(1);
+        self.stats.skipped_cached += 1;
     }
 
     /// A prefetch load finished. On success, returns the TTL to cache the entry with.

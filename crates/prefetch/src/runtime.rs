@@ -143,6 +143,9 @@ pub struct Metrics {
     pub predictor_errors: AtomicU64,
     /// Prefetch loads issued.
     pub prefetches_issued: AtomicU64,
+    /// Prefetches not loaded because, just before the load, the cache held the entity
+    /// already (written by a read, or by another process sharing the cache).
+    pub prefetches_skipped_cached: AtomicU64,
     /// Prefetched entries later read from the cache.
     pub prefetches_used: AtomicU64,
     /// Prefetched entries overwritten, invalidated or forgotten unread.
@@ -307,6 +310,7 @@ impl Prefetcher {
                 ("predictions", c(&m.predictions)),
                 ("predictor_errors", c(&m.predictor_errors)),
                 ("prefetches_issued", c(&m.prefetches_issued)),
+                ("prefetches_skipped_cached", c(&m.prefetches_skipped_cached)),
                 ("prefetches_used", c(&m.prefetches_used)),
                 ("prefetches_wasted", c(&m.prefetches_wasted)),
                 ("prefetch_failures", c(&m.prefetch_failures)),
@@ -1221,6 +1225,76 @@ impl Prefetcher {
 
     /// Loads `batch`, counted in `loads_running` by the caller (and uncounted here when done).
     async fn run_load(&self, batch: Batch<EntityKey>) {
+        if let Some(batch) = self.drop_cached(batch).await {
+            self.load_from_store(batch).await;
+        }
+        if self.inner.loads_running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+
+    /// Asks the cache for the entities of `batch` just before loading them, and ends the
+    /// prefetch of those it holds already: a read filled them since they were planned, or
+    /// another process sharing the cache (a replica, a consumer) did. This process's own record
+    /// of what it cached is checked when the plans fall due; the cache itself is the only
+    /// witness of what others wrote, and a round trip to it costs less than store rows. Returns
+    /// what is left to load, if anything. When the cache fails, everything is loaded.
+    async fn drop_cached(&self, mut batch: Batch<EntityKey>) -> Option<Batch<EntityKey>> {
+        let keys: Vec<EntityKey> = batch.items.iter().map(|i| i.key.clone()).collect();
+        let cached = tokio::time::timeout(
+            self.inner.cfg.store_timeout,
+            self.inner.cache.get_many(&keys),
+        )
+        .await;
+        match cached {
+            Ok(Ok(entries)) if entries.len() == keys.len() => {
+                let mut left = Vec::with_capacity(batch.items.len());
+                for (item, entry) in batch.items.drain(..).zip(entries) {
+                    match entry {
+                        Some(entry) => self.finish_cached(&item, entry),
+                        None => left.push(item),
+                    }
+                }
+                batch.items = left;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                self.inner
+                    .metrics
+                    .cache_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(message = "Cache check before a prefetch failed; loading.", %error);
+            }
+            Err(_) => {
+                tracing::debug!(message = "Cache check before a prefetch timed out; loading.");
+            }
+        }
+        (!batch.items.is_empty()).then_some(batch)
+    }
+
+    /// Ends the prefetch of `item`, which the cache held already (see
+    /// [`Prefetcher::drop_cached`]): readers that joined it get the cached entry. It is not
+    /// recorded as this process's prefetch (it is neither used nor wasted).
+    fn finish_cached(&self, item: &BatchItem<EntityKey>, entry: Entry) {
+        self.inner
+            .metrics
+            .prefetches_skipped_cached
+            .fetch_add(1, Ordering::Relaxed);
+        let waiters = {
+            let mut s = self.state();
+            s.planner.complete_cached(item);
+            match s.waiters.get(&item.key) {
+                Some((load, _)) if *load == item.load => s.waiters.remove(&item.key).map(|w| w.1),
+                _ => None,
+            }
+        };
+        for w in waiters.into_iter().flatten() {
+            let _ = w.send(Ok(Some(entry.clone())));
+        }
+    }
+
+    /// Loads `batch` from the store in one round trip and caches what it brings.
+    async fn load_from_store(&self, batch: Batch<EntityKey>) {
         let m = &self.inner.metrics;
         m.prefetches_issued
             .fetch_add(batch.items.len() as u64, Ordering::Relaxed);
@@ -1261,9 +1335,6 @@ impl Prefetcher {
                     self.finish_item(item, Err(error.clone())).await;
                 }
             }
-        }
-        if self.inner.loads_running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.inner.idle.notify_waiters();
         }
     }
 
@@ -1745,6 +1816,54 @@ mod tests {
         let got = pf.get(&EntityKey::new("a", "e1"), Version::ZERO).await;
         assert_eq!(got.unwrap().1, ReadOutcome::Hit);
         assert_eq!(pf.metrics().prefetches_used.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_prefetch_the_cache_already_holds_is_not_loaded() {
+        // As in `prefetches_in_event_time`, but another process sharing the cache has written
+        // `a/e2` already.
+        let store = Arc::new(Rows {
+            rows: ["e1", "e2", "e3"]
+                .iter()
+                .map(|i| (EntityKey::new("a", *i), 1))
+                .collect(),
+            calls: AtomicU64::new(0),
+        });
+        let cache = Arc::new(MemCache::new(100, Duration::from_secs(60)));
+        let e2 = EntityKey::new("a", "e2");
+        cache
+            .put(&e2, Entry::new(Version(1), "x"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let pf = Prefetcher::new(
+            PrefetcherConfig::default(),
+            Arc::new(EventClock::default()),
+            Arc::new(InProcess::default()),
+            cache,
+            store.clone(),
+        );
+        let batch = spaced(
+            &["e1", "e2", "e3"],
+            Timestamp::from_secs(1_680_000_000),
+            Duration::from_secs(3600),
+        );
+        pf.on_events(&batch).await;
+        pf.drain().await;
+        let m = pf.metrics();
+        assert_eq!(m.prefetches_issued.load(Ordering::Relaxed), 2);
+        assert_eq!(m.prefetches_skipped_cached.load(Ordering::Relaxed), 1);
+        assert_eq!(store.calls.load(Ordering::Relaxed), 2);
+        assert_eq!(pf.planner_stats().skipped_cached, 1);
+        // The entry is served from the cache, but it was not this process's prefetch.
+        let got = pf.get(&e2, Version(1)).await.unwrap();
+        assert_eq!(got.1, ReadOutcome::Hit);
+        assert_eq!(m.prefetches_used.load(Ordering::Relaxed), 0);
+        let got = pf
+            .get(&EntityKey::new("a", "e3"), Version(1))
+            .await
+            .unwrap();
+        assert_eq!(got.1, ReadOutcome::Hit);
+        assert_eq!(m.prefetches_used.load(Ordering::Relaxed), 1);
     }
 
     #[tokio::test]

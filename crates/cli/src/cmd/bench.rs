@@ -148,6 +148,8 @@ pub struct PrefetchCounts {
     pub predictions: u64,
     /// Prefetch loads issued (entities).
     pub prefetches_issued: u64,
+    /// Prefetches not loaded: just before the load, Redis held the entity already.
+    pub prefetches_skipped_cached: u64,
     /// Prefetched entries read before they were replaced or expired.
     pub prefetches_used: u64,
     /// Prefetched entries dropped unread.
@@ -644,9 +646,10 @@ fn live(args: LiveArgs) -> anyhow::Result<()> {
         );
         let p = &result.prefetch;
         println!(
-            "    prefetch: {} predictions, {} prefetches issued, {} used, {} wasted, {} failed; {} reads joined a load in flight",
+            "    prefetch: {} predictions, {} prefetches issued ({} more found in Redis), {} used, {} wasted, {} failed; {} reads joined a load in flight",
             p.predictions,
             p.prefetches_issued,
+            p.prefetches_skipped_cached,
             p.prefetches_used,
             p.prefetches_wasted,
             p.prefetch_failures,
@@ -837,6 +840,7 @@ clock = "{clock}"
     let prefetch = PrefetchCounts {
         predictions: counter("predictions"),
         prefetches_issued: counter("prefetches_issued"),
+        prefetches_skipped_cached: counter("prefetches_skipped_cached"),
         prefetches_used: counter("prefetches_used"),
         prefetches_wasted: counter("prefetches_wasted"),
         prefetch_failures: counter("prefetch_failures"),
