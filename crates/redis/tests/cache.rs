@@ -282,3 +282,33 @@ async fn layout_is_readable_with_a_plain_client() {
     assert_eq!(v, "42");
     assert_eq!(d, b"\x00\xffbin");
 }
+
+#[tokio::test]
+async fn clear_deletes_its_own_prefix_and_nothing_else() {
+    let Some(url) = common::redis_url("clear").await else {
+        return;
+    };
+    // A prefix with glob characters, next to one it would match if they were not escaped.
+    let base = common::unique("clr");
+    let mine = cache(&url, &format!("{base}*")).await;
+    let other = cache(&url, &format!("{base}x")).await;
+    let keys: Vec<EntityKey> = (0..2500)
+        .map(|i| EntityKey::new("orders", format!("o-{i}")))
+        .collect();
+    for k in &keys {
+        mine.put(k, entry(1), TTL).await.unwrap();
+    }
+    mine.invalidate(&keys[0], Version(2)).await.unwrap();
+    other.put(&keys[1], entry(1), TTL).await.unwrap();
+    // 2,499 entries (the invalidated one is gone) and its floor.
+    assert_eq!(mine.clear().await.unwrap(), 2500);
+    assert_eq!(mine.get(&keys[1]).await.unwrap(), None);
+    assert_eq!(other.get(&keys[1]).await.unwrap(), Some(entry(1)));
+    // The floor went too: an old version may be written again.
+    assert_eq!(
+        mine.put(&keys[0], entry(1), TTL).await.unwrap(),
+        PutOutcome::Stored
+    );
+    assert_eq!(mine.clear().await.unwrap(), 1);
+    assert_eq!(other.clear().await.unwrap(), 1);
+}

@@ -882,11 +882,22 @@ clock = "{clock}"
     crate::cmd::publish::publish_all(&sink, &events, None, &bar).await?;
     join_consumer(cons, limit, "cache-aside").await?;
     let cache_aside = rec_c.side(loads.load(Ordering::Relaxed));
-    // The run's streams are of no further use.
+    // The run's streams and cache entries are of no further use.
     let js = async_nats::jetstream::new(sink.client().clone());
     for name in [stream.clone(), format!("{stream}_DEAD")] {
         if let Err(error) = js.delete_stream(&name).await {
             tracing::warn!(message = "Cannot delete the bench stream.", stream = %name, %error);
+        }
+    }
+    for side in ["p", "ca"] {
+        let prefix = format!("prescient-bench-{run_id}-{side}");
+        let opts = prescient_redis::RedisCacheOptions::new(args.redis.clone()).key_prefix(&prefix);
+        let cleared = match prescient_redis::RedisCache::connect(opts).await {
+            Ok(c) => c.clear().await,
+            Err(e) => Err(e),
+        };
+        if let Err(error) = cleared {
+            tracing::warn!(message = "Cannot delete the bench's Redis keys.", %prefix, %error);
         }
     }
     Ok(LiveResult {
