@@ -121,6 +121,15 @@ pub trait Predictor: Send + Sync + fmt::Debug {
         let _ = reqs;
         None
     }
+
+    /// [`Predictor::tick`], synchronously: `Some` answer when the predictor
+    /// [`is_blocking`](Predictor::is_blocking); `None` (the default) when it must be awaited,
+    /// and then nothing was done. Called, like [`Predictor::predict_batch_blocking`], from a
+    /// thread where blocking is fine.
+    fn tick_blocking(&self, now: Timestamp) -> Option<Result<Forecast, PredictError>> {
+        let _ = now;
+        None
+    }
 }
 
 /// A synchronous, in-process model that learns online. Wrap it in [`Local`] to get a [`Predictor`].
@@ -289,6 +298,10 @@ impl<M: OnlineModel> Predictor for Local<M> {
         reqs: &[PredictRequest<'_>],
     ) -> Option<Vec<Result<Forecast, PredictError>>> {
         Some(self.predict_batch_now(reqs))
+    }
+
+    fn tick_blocking(&self, now: Timestamp) -> Option<Result<Forecast, PredictError>> {
+        Some(self.with_model(|m| m.forecast_due(now)))
     }
 }
 

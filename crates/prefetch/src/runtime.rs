@@ -363,102 +363,155 @@ impl Prefetcher {
         let m = &self.inner.metrics;
         m.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         self.invalidate_written(events).await;
-        let Some(every) = self.inner.cfg.tick.filter(|d| !d.is_zero()) else {
-            let (offered, woke) = self.predict_events(events).await;
-            if woke {
-                self.inner.wake.notify_one();
-            }
-            return offered;
+        let predictor = self.predictor();
+        let (offered, woke) = if predictor.is_blocking() {
+            self.on_events_off_the_runtime(events, predictor).await
+        } else {
+            self.on_events_each(events).await
         };
-        // With ticks, the batch is split where a quiet spell of event time lies between two
-        // of its events, and the spell is ticked, as if the events had come one by one.
-        let mut offered = 0;
-        let mut woke = false;
-        let mut start = 0;
-        while start < events.len() {
-            let follows_events = self.inner.event_time.load(Ordering::Relaxed);
-            let mut end = start + 1;
-            if follows_events {
-                self.tick_quiet(events[start].time).await;
-                while end < events.len() && events[end].time.since(events[end - 1].time) <= every {
-                    end += 1;
-                }
-            } else if self.state().last_activity.is_some() {
-                self.tick_quiet(self.inner.clock.now()).await;
-                end = events.len();
-            }
-            // Else this is the first event: alone, it tells whether the clock follows events.
-            let (n, w) = self.predict_events(&events[start..end]).await;
-            offered += n;
-            woke |= w;
-            let last = if self.inner.event_time.load(Ordering::Relaxed) {
-                events[end - 1].time
-            } else {
-                self.inner.clock.now()
-            };
-            let latest = events[start..end].iter().map(|e| e.time).max();
-            let mut s = self.state();
-            s.last_activity = Some(s.last_activity.map_or(last, |l| l.max(last)));
-            s.last_event = s.last_event.max(latest);
-            drop(s);
-            start = end;
-        }
         if woke {
             self.inner.wake.notify_one();
         }
         offered
     }
 
-    /// Predicts `events` with the current predictor, as [`Prefetcher::on_events`] describes;
-    /// returns the predictions offered and whether any prediction succeeded.
-    async fn predict_events(&self, events: &[Event]) -> (usize, bool) {
-        let predictor = self.predictor();
-        if predictor.is_blocking() {
-            self.predict_off_the_runtime(events, predictor).await
-        } else {
-            self.predict_each(events).await
+    /// [`Prefetcher::on_events`] with an asynchronous predictor: ticks and predictions awaited
+    /// one after the other. Returns the predictions offered and whether any prediction
+    /// succeeded.
+    async fn on_events_each(&self, events: &[Event]) -> (usize, bool) {
+        let Some(every) = self.tick_every() else {
+            return self.predict_each(events).await;
+        };
+        let (mut offered, mut woke, mut start) = (0, false, 0);
+        while start < events.len() {
+            let (end, quiet_until) = self.next_split(events, start, every);
+            if let Some(until) = quiet_until {
+                self.tick_quiet(until).await;
+            }
+            let (n, w) = self.predict_each(&events[start..end]).await;
+            offered += n;
+            woke |= w;
+            self.end_split(&events[start..end]);
+            start = end;
         }
+        (offered, woke)
+    }
+
+    /// [`Prefetcher::on_events`] with a [blocking](Predictor::is_blocking) predictor: the
+    /// ticks of the quiet spells and the predictions of the whole batch run on one thread of
+    /// the runtime's blocking pool ([`tokio::task::spawn_blocking`], which a current-thread
+    /// runtime has too), so that the model's CPU work does not hold up the async workers (cache
+    /// reads, acks), and a batch costs one hand-over to that thread, not one per quiet spell.
+    ///
+    /// Cancelling the returned future lets the batch finish and offers its results regardless.
+    async fn on_events_off_the_runtime(
+        &self,
+        events: &[Event],
+        predictor: Arc<dyn Predictor>,
+    ) -> (usize, bool) {
+        let this = self.clone();
+        let events = events.to_vec();
+        let task =
+            tokio::task::spawn_blocking(move || this.on_events_blocking(&events, &*predictor));
+        match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => (0, false),
+        }
+    }
+
+    /// The body of [`Prefetcher::on_events_off_the_runtime`], on the calling thread.
+    fn on_events_blocking(&self, events: &[Event], predictor: &dyn Predictor) -> (usize, bool) {
+        let Some(every) = self.tick_every() else {
+            return self.predict_blocking(events, predictor);
+        };
+        let (mut offered, mut woke, mut start) = (0, false, 0);
+        while start < events.len() {
+            let (end, quiet_until) = self.next_split(events, start, every);
+            if let Some(until) = quiet_until {
+                self.tick_quiet_blocking(until, every, predictor);
+            }
+            let (n, w) = self.predict_blocking(&events[start..end], predictor);
+            offered += n;
+            woke |= w;
+            self.end_split(&events[start..end]);
+            start = end;
+        }
+        (offered, woke)
+    }
+
+    /// How often quiet spells are ticked ([`PrefetcherConfig::tick`]); `None`: never.
+    fn tick_every(&self) -> Option<Duration> {
+        self.inner.cfg.tick.filter(|d| !d.is_zero())
+    }
+
+    /// With ticks, a batch is split where a quiet spell of event time lies between two of its
+    /// events, and the spell is ticked before the events after it, as if the events had come
+    /// one by one. Returns the end of the split that starts at `start`, and until when the
+    /// quiet spell before it is to be ticked (`None`: not at all).
+    fn next_split(
+        &self,
+        events: &[Event],
+        start: usize,
+        every: Duration,
+    ) -> (usize, Option<Timestamp>) {
+        if self.inner.event_time.load(Ordering::Relaxed) {
+            let mut end = start + 1;
+            while end < events.len() && events[end].time.since(events[end - 1].time) <= every {
+                end += 1;
+            }
+            (end, Some(events[start].time))
+        } else if self.state().last_activity.is_some() {
+            (events.len(), Some(self.inner.clock.now()))
+        } else {
+            // The first event, alone: it tells whether the clock follows events.
+            (start + 1, None)
+        }
+    }
+
+    /// Records the activity of a split of events that was predicted (for the next ticks).
+    fn end_split(&self, split: &[Event]) {
+        let last = if self.inner.event_time.load(Ordering::Relaxed) {
+            split
+                .last()
+                .map_or_else(|| self.inner.clock.now(), |e| e.time)
+        } else {
+            self.inner.clock.now()
+        };
+        let latest = split.iter().map(|e| e.time).max();
+        let mut s = self.state();
+        s.last_activity = Some(s.last_activity.map_or(last, |l| l.max(last)));
+        s.last_event = s.last_event.max(latest);
     }
 
     /// Ticks the predictor ([`Predictor::tick`]) in the quiet spell before `until`: once
     /// [`PrefetcherConfig::tick`] has passed without an event, and every `tick` after that
     /// (the last [`MAX_QUIET_TICKS`] of a long spell), offering what comes due. With a clock
     /// that follows the events, each tick moves it, and the loads due are issued as they fall
-    /// due. Does nothing without a tick setting or before the first event.
+    /// due. Does nothing without a tick setting or before the first event. A
+    /// [blocking](Predictor::is_blocking) predictor is ticked on the blocking pool.
     pub async fn tick_quiet(&self, until: Timestamp) {
-        let Some(every) = self.inner.cfg.tick.filter(|d| !d.is_zero()) else {
+        let Some(every) = self.tick_every() else {
             return;
         };
-        loop {
-            let at = {
-                let mut s = self.state();
-                let Some(last) = s.last_activity else {
-                    return;
-                };
-                let last = last.max(until.minus(every.saturating_mul(MAX_QUIET_TICKS)));
-                let at = last.plus(every);
-                if at >= until {
-                    return;
-                }
-                // A model knows the time only from its events: a wall clock far ahead of them
-                // (a log of long ago fed live) would have it predict, and learn from, windows
-                // it cannot judge.
-                let span = every.saturating_mul(MAX_QUIET_TICKS);
-                if s.last_event.is_none_or(|e| at.since(e) > span) {
-                    return;
-                }
-                s.last_activity = Some(at);
-                at
-            };
-            if self.inner.clock.observe_event(at) {
-                self.inner.event_time.store(true, Ordering::Relaxed);
+        let predictor = self.predictor();
+        if predictor.is_blocking() {
+            let this = self.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                this.tick_quiet_blocking(until, every, &*predictor);
+            });
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
             }
-            self.issue_due_in_event_time();
-            let now = self.inner.clock.now();
-            if !self.state().breaker.allow(now) {
+            return;
+        }
+        while let Some((at, allowed)) = self.begin_tick(until, every) {
+            if !allowed {
                 continue;
             }
-            let predictor = self.predictor();
             let result = match tokio::time::timeout(
                 self.inner.cfg.predict_timeout,
                 predictor.tick(at),
@@ -468,15 +521,77 @@ impl Prefetcher {
                 Ok(r) => r,
                 Err(_) => Err(PredictError::Timeout),
             };
-            if self.take_forecast(None, result).is_some() {
-                self.inner.wake.notify_one();
+            self.end_tick(at, until, every, result);
+        }
+    }
+
+    /// [`Prefetcher::tick_quiet`] with a blocking predictor, on the calling thread (no timeout:
+    /// a computation in progress cannot be abandoned).
+    fn tick_quiet_blocking(&self, until: Timestamp, every: Duration, predictor: &dyn Predictor) {
+        while let Some((at, allowed)) = self.begin_tick(until, every) {
+            if !allowed {
+                continue;
             }
-            self.issue_due_in_event_time();
-            if self.inner.event_time.load(Ordering::Relaxed) {
-                // Nothing else moves a clock that follows the events before the next tick or
-                // event: step it through the loads that fall due in between.
-                self.step_through_due(until.min(at.plus(every)));
+            // A blocking predictor without a synchronous tick is awaited here (a thread of
+            // the blocking pool may block on the runtime).
+            let result = predictor.tick_blocking(at).unwrap_or_else(|| {
+                tokio::runtime::Handle::try_current().map_or_else(
+                    |_| Ok(Forecast::default()),
+                    |h| h.block_on(predictor.tick(at)),
+                )
+            });
+            self.end_tick(at, until, every, result);
+        }
+    }
+
+    /// Starts the next tick of the quiet spell before `until`, if one is due: moves a clock
+    /// that follows the events to it and issues the loads due by then. Returns its time and
+    /// whether the breaker lets the predictor be asked; `None` when the spell is over.
+    fn begin_tick(&self, until: Timestamp, every: Duration) -> Option<(Timestamp, bool)> {
+        let at = {
+            let mut s = self.state();
+            let last = s.last_activity?;
+            let last = last.max(until.minus(every.saturating_mul(MAX_QUIET_TICKS)));
+            let at = last.plus(every);
+            if at >= until {
+                return None;
             }
+            // A model knows the time only from its events: a wall clock far ahead of them
+            // (a log of long ago fed live) would have it predict, and learn from, windows
+            // it cannot judge.
+            let span = every.saturating_mul(MAX_QUIET_TICKS);
+            if s.last_event.is_none_or(|e| at.since(e) > span) {
+                return None;
+            }
+            s.last_activity = Some(at);
+            at
+        };
+        if self.inner.clock.observe_event(at) {
+            self.inner.event_time.store(true, Ordering::Relaxed);
+        }
+        self.issue_due_in_event_time();
+        let now = self.inner.clock.now();
+        let allowed = self.state().breaker.allow(now);
+        Some((at, allowed))
+    }
+
+    /// Ends the tick at `at`: offers what it predicted, issues what is due, and with a clock
+    /// that follows the events, steps it through the loads due before the next tick.
+    fn end_tick(
+        &self,
+        at: Timestamp,
+        until: Timestamp,
+        every: Duration,
+        result: Result<Forecast, PredictError>,
+    ) {
+        if self.take_forecast(None, result).is_some() {
+            self.inner.wake.notify_one();
+        }
+        self.issue_due_in_event_time();
+        if self.inner.event_time.load(Ordering::Relaxed) {
+            // Nothing else moves a clock that follows the events before the next tick or
+            // event: step it through the loads that fall due in between.
+            self.step_through_due(until.min(at.plus(every)));
         }
     }
 
@@ -516,30 +631,6 @@ impl Prefetcher {
             }
         }
         (offered, woke)
-    }
-
-    /// Predicts `events` with a [blocking](Predictor::is_blocking) predictor on a thread of the
-    /// runtime's blocking pool ([`tokio::task::spawn_blocking`], which a current-thread runtime
-    /// has too), so that the model's CPU work does not hold up the async workers (cache reads,
-    /// acks). The predictions are offered in the order of the events, as
-    /// [`Prefetcher::predict_each`] offers them.
-    ///
-    /// Cancelling the returned future lets the prediction of the batch finish and offers its
-    /// results regardless.
-    async fn predict_off_the_runtime(
-        &self,
-        events: &[Event],
-        predictor: Arc<dyn Predictor>,
-    ) -> (usize, bool) {
-        let this = self.clone();
-        let events = events.to_vec();
-        let task = tokio::task::spawn_blocking(move || this.predict_blocking(&events, &*predictor));
-        match task.await {
-            Ok(r) => r,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The runtime is shutting down.
-            Err(_) => (0, false),
-        }
     }
 
     /// Predicts `events` with a blocking predictor, on the calling thread, and offers the
@@ -1690,17 +1781,18 @@ mod tests {
     #[derive(Debug, Default)]
     struct Ticking {
         ticks: Mutex<Vec<Timestamp>>,
+        /// Computes in-process ([`Predictor::is_blocking`]), as a `Local` model does.
+        blocking: bool,
+        /// The threads the ticks ran on.
+        threads: Mutex<Vec<std::thread::ThreadId>>,
     }
 
-    #[async_trait]
-    impl Predictor for Ticking {
-        fn name(&self) -> &str {
-            "ticking"
-        }
-        async fn predict(&self, _: PredictRequest<'_>) -> Result<Forecast, PredictError> {
-            Ok(Forecast::default())
-        }
-        async fn tick(&self, now: Timestamp) -> Result<Forecast, PredictError> {
+    impl Ticking {
+        fn tick_now(&self, now: Timestamp) -> Result<Forecast, PredictError> {
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().id());
             let mut ticks = self.ticks.lock().unwrap();
             ticks.push(now);
             let at = now.plus(Duration::from_secs(60));
@@ -1719,8 +1811,49 @@ mod tests {
         }
     }
 
+    #[async_trait]
+    impl Predictor for Ticking {
+        fn name(&self) -> &str {
+            "ticking"
+        }
+        async fn predict(&self, _: PredictRequest<'_>) -> Result<Forecast, PredictError> {
+            Ok(Forecast::default())
+        }
+        async fn tick(&self, now: Timestamp) -> Result<Forecast, PredictError> {
+            self.tick_now(now)
+        }
+        fn is_blocking(&self) -> bool {
+            self.blocking
+        }
+        fn predict_batch_blocking(
+            &self,
+            reqs: &[PredictRequest<'_>],
+        ) -> Option<Vec<Result<Forecast, PredictError>>> {
+            self.blocking
+                .then(|| reqs.iter().map(|_| Ok(Forecast::default())).collect())
+        }
+        fn tick_blocking(&self, now: Timestamp) -> Option<Result<Forecast, PredictError>> {
+            self.blocking.then(|| self.tick_now(now))
+        }
+    }
+
     #[tokio::test]
     async fn quiet_spells_are_ticked_in_event_time() {
+        quiet_spells_ticked_in_event_time(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_blocking_model_is_ticked_in_event_time_off_the_runtime() {
+        let model = quiet_spells_ticked_in_event_time(true).await;
+        // The runtime of a `#[tokio::test]` runs on the test's own thread.
+        let threads = model.threads.lock().unwrap();
+        assert_eq!(threads.len(), 3);
+        assert!(threads.iter().all(|t| *t != std::thread::current().id()));
+    }
+
+    /// Ticks the quiet spells of a log in event time and checks what was ticked and loaded;
+    /// returns the model, to check where it ran.
+    async fn quiet_spells_ticked_in_event_time(blocking: bool) -> Arc<Ticking> {
         let store = Arc::new(Rows {
             rows: ["t1", "t2", "t3"]
                 .iter()
@@ -1728,7 +1861,10 @@ mod tests {
                 .collect(),
             calls: AtomicU64::new(0),
         });
-        let model = Arc::new(Ticking::default());
+        let model = Arc::new(Ticking {
+            blocking,
+            ..Ticking::default()
+        });
         let pf = Prefetcher::new(
             PrefetcherConfig {
                 tick: Some(Duration::from_secs(3600)),
@@ -1770,6 +1906,7 @@ mod tests {
         );
         let got = pf.get(&EntityKey::new("a", "t3"), Version::ZERO).await;
         assert_eq!(got.unwrap().1, ReadOutcome::Hit);
+        model
     }
 
     #[tokio::test]
