@@ -682,10 +682,8 @@ impl<K: PlanKey> Planner<K> {
             .clamp(self.cfg.min_ttl, self.cfg.max_ttl)
     }
 
-    /// A prefetch was not loaded after all: the cache already held the entity when its load
-    /// was about to start (filled by a read, or by another process sharing the cache). The
-    /// entity is no longer in flight; counted with the due plans skipped as cached.
-    pub fn complete_cached(&mut self, item: &BatchItem<K>) {
+    /// The prefetch `item` is no longer in flight.
+    fn release(&mut self, item: &BatchItem<K>) {
         if self
             .in_flight
             .get(&item.key)
@@ -694,6 +692,13 @@ impl<K: PlanKey> Planner<K> {
             self.in_flight.remove(&item.key);
         }
         self.prefetches_in_flight = self.prefetches_in_flight.saturating_sub(1);
+    }
+
+    /// A prefetch was not loaded after all: the cache already held the entity when its load
+    /// was about to start (filled by a read, or by another process sharing the cache). The
+    /// entity is no longer in flight; counted with the due plans skipped as cached.
+    pub fn complete_cached(&mut self, item: &BatchItem<K>) {
+        self.release(item);
         self.stats.skipped_cached += 1;
     }
 
@@ -705,14 +710,7 @@ impl<K: PlanKey> Planner<K> {
         item: &BatchItem<K>,
         result: Result<(), Failure>,
     ) -> Option<Duration> {
-        if self
-            .in_flight
-            .get(&item.key)
-            .is_some_and(|f| f.id == item.load)
-        {
-            self.in_flight.remove(&item.key);
-        }
-        self.prefetches_in_flight = self.prefetches_in_flight.saturating_sub(1);
+        self.release(item);
         match result {
             Ok(()) => {
                 self.stats.loaded += 1;
