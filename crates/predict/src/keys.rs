@@ -22,7 +22,12 @@
 //!   continuation probabilities stays above [`KeyConfig::min_confidence`]: as a stream proves
 //!   itself the probabilities grow and so does the readahead depth, up to
 //!   [`KeyConfig::max_readahead`] ids, like Linux readahead. Only ids not predicted before are
-//!   emitted.
+//!   emitted. A continuation probability measures whether the stream goes on as one run; a
+//!   prefetch is worth it if its id is read at all while cached. So the confidence emitted is
+//!   that product calibrated by what came true: per kind and tenth of the product, the share
+//!   of ids read ahead that were read within 4,096 events (new case numbers of a business log
+//!   are read as their cases start, out of step with any run; a block trace's runs do end
+//!   where their rates say).
 //!
 //! Times: readahead is expected soon (half the stream's usual gap per chunk), successors after
 //! their observed distance in events, and every window ends [`KeyConfig::window_events`] mean
@@ -31,7 +36,8 @@
 //!
 //! **Bounded memory.** At most [`KeyConfig::max_keys`] anchors are tracked (the least recently
 //! read quarter is evicted when full), [`KeyConfig::max_successors`] edges each,
-//! [`KeyConfig::max_streams`] streams and [`KeyConfig::max_kinds`] entity kinds.
+//! [`KeyConfig::max_streams`] streams and [`KeyConfig::max_kinds`] entity kinds, and 65,536
+//! ids read ahead await their outcome.
 //!
 //! On logs without integer ids or sequential structure the calibrated confidences stay low, so
 //! the model predicts little.
@@ -162,6 +168,16 @@ impl Cal {
     fn rate(&self) -> f32 {
         (self.hits + 0.5) / (self.trials + 2.0)
     }
+
+    /// `raw`, replaced by the observed hit rate as evidence builds up.
+    fn calibrate(&self, raw: f32) -> f32 {
+        (self.hits + SEQ_SHRINK * raw) / (self.trials + SEQ_SHRINK)
+    }
+}
+
+/// The calibration bin of a readahead confidence.
+fn seq_bin(p: f32) -> u8 {
+    ((p * SEQ_BINS as f32) as u8).min(SEQ_BINS as u8 - 1)
 }
 
 #[derive(Clone, Debug)]
@@ -254,7 +270,19 @@ struct KindState {
     edges: Vec<Cal>,
     /// Stream continuation, by (run bucket, strided, size bucket).
     streams: Vec<Cal>,
+    /// Whether readahead ids were read within [`SEQ_HORIZON`] events, by tenth of the
+    /// confidence the continuation rates gave them.
+    seq: Vec<Cal>,
 }
+
+/// Tenths of the unit interval, for the calibration of readahead.
+const SEQ_BINS: usize = 10;
+/// A readahead id counts as used when it is read within this many events of its prediction.
+const SEQ_HORIZON: u64 = 4096;
+/// The most readahead ids awaiting their outcome; beyond, the oldest are dropped uncounted.
+const SEQ_PENDING: usize = 1 << 16;
+/// Trials of a calibration cell worth as much as the raw confidence.
+const SEQ_SHRINK: f32 = 20.0;
 
 const EDGE_STATES: usize = EDGE_COUNT_CAP as usize + 1;
 
@@ -340,6 +368,10 @@ pub struct KeyModel {
     touched: Vec<usize>,
     scratch_nums: Vec<(u16, u64)>,
     scratch_seen: Vec<u64>,
+    /// Readahead ids predicted and not yet read: calibration bin and deadline (event number).
+    seq_pending: FxHashMap<(u16, u64), (u8, u64)>,
+    /// The same, by deadline: `(deadline, kind, id)`.
+    seq_order: VecDeque<(u64, u16, u64)>,
 }
 
 impl Default for KeyModel {
@@ -373,6 +405,8 @@ impl KeyModel {
             touched: Vec::new(),
             scratch_nums: Vec::new(),
             scratch_seen: Vec::new(),
+            seq_pending: FxHashMap::default(),
+            seq_order: VecDeque::new(),
         }
     }
 
@@ -403,6 +437,7 @@ impl KeyModel {
             name: kind.clone(),
             edges: vec![Cal::default(); EDGE_STATES * EDGE_STATES],
             streams: vec![Cal::default(); STREAM_CELLS],
+            seq: vec![Cal::default(); SEQ_BINS],
         });
         self.kind_ids.insert(kind.clone(), k);
         Some(k)
@@ -856,6 +891,7 @@ impl KeyModel {
     }
 
     fn forecast_streams(&mut self, now: Timestamp, latest: Timestamp, out: &mut Vec<Prediction>) {
+        let mut pending = Vec::new();
         for ti in 0..self.touched.len() {
             let i = self.touched[ti];
             let Some(st) = self.streams.get(i) else {
@@ -871,12 +907,14 @@ impl KeyModel {
             };
             let len = u64::from(st.len);
             let limit = st.last_end.saturating_add(self.cfg.max_readahead);
-            let mut conf = 1.0f32;
+            let mut raw = 1.0f32;
             let mut emitted_to = st.emitted_to;
             for c in 1..=self.cfg.max_readahead {
                 let n =
                     st.n.saturating_add(u32::try_from(c - 1).unwrap_or(u32::MAX));
-                conf *= ks.streams[stream_cell(n, strided, st.len)].rate();
+                raw *= ks.streams[stream_cell(n, strided, st.len)].rate();
+                let bin = seq_bin(raw);
+                let conf = ks.seq[usize::from(bin)].calibrate(raw);
                 if conf < self.cfg.min_confidence {
                     break;
                 }
@@ -904,11 +942,50 @@ impl KeyModel {
                             relation: Relation::Sequential,
                         },
                     );
+                    for v in from..end {
+                        pending.push((st.kind, v, bin));
+                    }
                     emitted_to = end;
                 }
             }
             if let Some(st) = self.streams.get_mut(i) {
                 st.emitted_to = emitted_to;
+            }
+        }
+        let deadline = self.event_no.saturating_add(SEQ_HORIZON);
+        for (k, v, bin) in pending {
+            self.seq_pending.insert((k, v), (bin, deadline));
+            self.seq_order.push_back((deadline, k, v));
+            if self.seq_order.len() > SEQ_PENDING
+                && let Some((d, k, v)) = self.seq_order.pop_front()
+                && self.seq_pending.get(&(k, v)).is_some_and(|p| p.1 == d)
+            {
+                self.seq_pending.remove(&(k, v));
+            }
+        }
+    }
+
+    /// Learns whether readahead came true: ids of this event that were predicted are hits,
+    /// predicted ids whose horizon has passed unread are misses.
+    fn resolve_readahead(&mut self) {
+        let cap = self.cfg.max_count;
+        for &(k, v) in &self.scratch_nums {
+            if let Some((bin, _)) = self.seq_pending.remove(&(k, v))
+                && let Some(ks) = self.kinds.get_mut(usize::from(k))
+            {
+                ks.seq[usize::from(bin)].add(true, cap);
+            }
+        }
+        while let Some(&(d, k, v)) = self.seq_order.front() {
+            if d >= self.event_no {
+                break;
+            }
+            self.seq_order.pop_front();
+            if self.seq_pending.get(&(k, v)).is_some_and(|p| p.1 == d)
+                && let Some((bin, _)) = self.seq_pending.remove(&(k, v))
+                && let Some(ks) = self.kinds.get_mut(usize::from(k))
+            {
+                ks.seq[usize::from(bin)].add(false, cap);
             }
         }
     }
@@ -942,6 +1019,7 @@ impl OnlineModel for KeyModel {
         self.resolve_old(learn);
         if learn {
             self.push_pending();
+            self.resolve_readahead();
         }
         self.follow_streams(now, learn);
         self.last_event = Some((event.id.clone(), event.time));
@@ -994,6 +1072,52 @@ mod tests {
             .filter(|p| p.relation == rel)
             .filter_map(|p| p.entity.id.parse().ok())
             .collect()
+    }
+
+    /// The readahead calibration of kind `block`: `(trials, hit rate)` over all bins.
+    fn readahead_record(m: &KeyModel) -> (f32, f32) {
+        let ks = &m.kinds[usize::from(m.kind_ids["block"])];
+        let (n, k) = ks
+            .seq
+            .iter()
+            .fold((0.0, 0.0), |(n, k), c| (n + c.trials, k + c.hits));
+        (n, k / n.max(1.0))
+    }
+
+    #[test]
+    fn readahead_confidence_follows_what_was_read() {
+        // A sequential scan: every id predicted ahead is read soon after.
+        let mut m = KeyModel::default();
+        let mut last = Forecast::default();
+        for i in 0..3000 {
+            last = step(&mut m, &ev(i, &[i]));
+        }
+        let (n, rate) = readahead_record(&m);
+        assert!(n >= 100.0 && rate > 0.9, "{n} {rate}");
+        let seq: Vec<f32> = last
+            .entities
+            .iter()
+            .filter(|p| p.relation == Relation::Sequential)
+            .map(|p| p.confidence)
+            .collect();
+        assert!(!seq.is_empty() && seq.iter().all(|c| *c > 0.8), "{seq:?}");
+
+        // Runs of one, two or three ids at scattered places: the id after a run's last is
+        // predicted at times and never read, and the record says so.
+        let mut m = KeyModel::default();
+        let (mut x, mut i) = (12345u64, 0u64);
+        for r in 0..6000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let base = (x >> 20) % 1_000_000_000 * 8;
+            for j in 0..=r % 3 {
+                step(&mut m, &ev(i, &[base + j]));
+                i += 1;
+            }
+        }
+        let (n, rate) = readahead_record(&m);
+        assert!(n >= 100.0 && rate > 0.2 && rate < 0.8, "{n} {rate}");
     }
 
     #[test]
