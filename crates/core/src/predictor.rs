@@ -125,7 +125,8 @@ pub trait Predictor: Send + Sync + fmt::Debug {
     /// [`Predictor::tick`], synchronously: `Some` answer when the predictor
     /// [`is_blocking`](Predictor::is_blocking); `None` (the default) when it must be awaited,
     /// and then nothing was done. Called, like [`Predictor::predict_batch_blocking`], from a
-    /// thread where blocking is fine.
+    /// thread where blocking is fine, instead of [`Predictor::tick`]: a blocking predictor
+    /// that ticks answers here.
     fn tick_blocking(&self, now: Timestamp) -> Option<Result<Forecast, PredictError>> {
         let _ = now;
         None

@@ -409,15 +409,23 @@ impl Prefetcher {
         events: &[Event],
         predictor: Arc<dyn Predictor>,
     ) -> (usize, bool) {
-        let this = self.clone();
         let events = events.to_vec();
-        let task =
-            tokio::task::spawn_blocking(move || this.on_events_blocking(&events, &*predictor));
-        match task.await {
-            Ok(r) => r,
+        self.off_the_runtime(move |this| this.on_events_blocking(&events, &*predictor))
+            .await
+            .unwrap_or((0, false))
+    }
+
+    /// Runs `f` on a thread of the runtime's blocking pool and returns what it returns; a
+    /// panic in it is resumed here. `None` when the runtime is shutting down.
+    async fn off_the_runtime<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(Prefetcher) -> R + Send + 'static,
+    ) -> Option<R> {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || f(this)).await {
+            Ok(r) => Some(r),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // The runtime is shutting down.
-            Err(_) => (0, false),
+            Err(_) => None,
         }
     }
 
@@ -497,15 +505,8 @@ impl Prefetcher {
         };
         let predictor = self.predictor();
         if predictor.is_blocking() {
-            let this = self.clone();
-            let task = tokio::task::spawn_blocking(move || {
-                this.tick_quiet_blocking(until, every, &*predictor);
-            });
-            if let Err(e) = task.await
-                && e.is_panic()
-            {
-                std::panic::resume_unwind(e.into_panic());
-            }
+            self.off_the_runtime(move |this| this.tick_quiet_blocking(until, every, &*predictor))
+                .await;
             return;
         }
         while let Some((at, allowed)) = self.begin_tick(until, every) {
@@ -532,14 +533,10 @@ impl Prefetcher {
             if !allowed {
                 continue;
             }
-            // A blocking predictor without a synchronous tick is awaited here (a thread of
-            // the blocking pool may block on the runtime).
-            let result = predictor.tick_blocking(at).unwrap_or_else(|| {
-                tokio::runtime::Handle::try_current().map_or_else(
-                    |_| Ok(Forecast::default()),
-                    |h| h.block_on(predictor.tick(at)),
-                )
-            });
+            // A blocking predictor that does not tick synchronously does not tick.
+            let result = predictor
+                .tick_blocking(at)
+                .unwrap_or_else(|| Ok(Forecast::default()));
             self.end_tick(at, until, every, result);
         }
     }
@@ -1374,13 +1371,21 @@ impl Prefetcher {
         let waiters = {
             let mut s = self.state();
             s.planner.complete_cached(item);
-            match s.waiters.get(&item.key) {
-                Some((load, _)) if *load == item.load => s.waiters.remove(&item.key).map(|w| w.1),
-                _ => None,
-            }
+            Self::take_waiters(&mut s, item)
         };
-        for w in waiters.into_iter().flatten() {
+        for w in waiters {
             let _ = w.send(Ok(Some(entry.clone())));
+        }
+    }
+
+    /// The readers waiting for the prefetch `item` (none if its load is no longer the one
+    /// they joined), taken from `s`.
+    fn take_waiters(s: &mut State, item: &BatchItem<EntityKey>) -> Vec<Waiter> {
+        match s.waiters.get(&item.key) {
+            Some((load, _)) if *load == item.load => {
+                s.waiters.remove(&item.key).map_or_else(Vec::new, |w| w.1)
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -1483,14 +1488,8 @@ impl Prefetcher {
                 Err(ReadError::Store(error))
             }
         };
-        let waiters = {
-            let mut s = self.state();
-            match s.waiters.get(&item.key) {
-                Some((load, _)) if *load == item.load => s.waiters.remove(&item.key).map(|w| w.1),
-                _ => None,
-            }
-        };
-        for w in waiters.into_iter().flatten() {
+        let waiters = Self::take_waiters(&mut self.state(), item);
+        for w in waiters {
             let _ = w.send(outcome.clone());
         }
     }
