@@ -12,7 +12,10 @@
 //!   prefetches is below the target and falls while it is above, within bounds. A wasted
 //!   prefetch is load on the store; a useful one saves a miss. Each [`Relation`] (the same
 //!   entity, a linked one, a successor, a sequential run, a refresh) has its own threshold and
-//!   record, so that a weak source of predictions does not silence a strong one.
+//!   record, so that a weak source of predictions does not silence a strong one. A threshold
+//!   moves only on prefetches issued, so one lifted above every offer by a bad spell would stay
+//!   there: after `STARVED_OFFERS` (1,024) offers in a row turned away, it steps down and judges its
+//!   relation afresh, if that relation's prefetches met the target so far.
 //! - **Just in time.** A read expected at `t` is loaded at `t - lead`, not now.
 //! - **One plan per relation and window.** A newer prediction for an entity replaces its pending
 //!   plans from the same [`Relation`] whose windows overlap the new one. Plans from other
@@ -316,6 +319,8 @@ struct RelationThreshold {
     recent_issued: f32,
     recent_used: f32,
     issued: u64,
+    /// Offers turned away below the threshold since the relation's last prefetch.
+    starved: u32,
 }
 
 /// The most pending plans one entity has at a time (for disjoint windows).
@@ -326,6 +331,10 @@ const PRECISION_DECAY: f32 = 1.0 - 1.0 / 1024.0;
 /// The threshold moves by this much per adjustment, one adjustment per this many prefetches.
 const THRESHOLD_STEP: f32 = 0.01;
 const ADJUST_EVERY: u64 = 32;
+/// A learned threshold that turned away this many offers of its relation in a row, without a
+/// prefetch in between, steps down: it moves only on prefetches issued, so once above every
+/// confidence its relation offers, it would stay there however good the relation became.
+const STARVED_OFFERS: u32 = 1024;
 
 impl<K: PlanKey> Planner<K> {
     /// A planner with no plans.
@@ -355,6 +364,7 @@ impl<K: PlanKey> Planner<K> {
                 recent_issued: 0.0,
                 recent_used: 0.0,
                 issued: 0,
+                starved: 0,
             }; Relation::ALL.len()],
             cfg,
         }
@@ -391,6 +401,7 @@ impl<K: PlanKey> Planner<K> {
         let (lo, hi) = self.cfg.threshold_bounds;
         let r = &mut self.relations[relation.index()];
         r.issued += 1;
+        r.starved = 0;
         let st = &mut self.stats.by_relation[relation.index()];
         st.issued += 1;
         st.threshold = r.threshold;
@@ -412,6 +423,30 @@ impl<K: PlanKey> Planner<K> {
         self.stats.by_relation[relation.index()].threshold = r.threshold;
     }
 
+    /// An offer of `relation` was turned away below the threshold. After [`STARVED_OFFERS`] in a
+    /// row, a learned threshold steps down to try the relation's best offers again, if the
+    /// relation's prefetches so far met the target precision (one that never did stays off).
+    fn starve(&mut self, relation: Relation) {
+        let Some(target) = self.cfg.target_precision else {
+            return;
+        };
+        let (lo, hi) = self.cfg.threshold_bounds;
+        let r = &mut self.relations[relation.index()];
+        r.starved += 1;
+        if r.starved < STARVED_OFFERS {
+            return;
+        }
+        r.starved = 0;
+        let st = &mut self.stats.by_relation[relation.index()];
+        if st.issued > 0 && st.used as f64 >= f64::from(target) * st.issued as f64 {
+            // The recent record is of the spell that lifted the threshold: judge afresh.
+            r.recent_issued = 0.0;
+            r.recent_used = 0.0;
+            r.threshold = (r.threshold - THRESHOLD_STEP).clamp(lo.min(hi), hi.max(lo));
+            st.threshold = r.threshold;
+        }
+    }
+
     /// Plans waiting to be loaded.
     pub fn pending_len(&self) -> usize {
         self.plans
@@ -427,6 +462,7 @@ impl<K: PlanKey> Planner<K> {
         self.stats.offered += 1;
         if offer.confidence < self.threshold(offer.relation) || offer.confidence.is_nan() {
             self.stats.below_threshold += 1;
+            self.starve(offer.relation);
             return;
         }
         if offer.latest < now || offer.expected_at.since(now) > self.cfg.horizon {
@@ -851,6 +887,49 @@ mod tests {
         };
         assert!((run(false) - 0.9).abs() < 1e-3, "wasted: {}", run(false));
         assert!((run(true) - 0.3).abs() < 1e-3, "used: {}", run(true));
+    }
+
+    #[test]
+    fn a_starved_threshold_tries_a_proven_relation_again() {
+        // One offer at `conf` per millisecond from `from`; its prefetch, if issued, is used or
+        // wasted. Returns the prefetches issued.
+        let phase = |p: &mut Planner<(u8, u32)>, from: u32, n: u32, conf: f32, used: bool| {
+            let mut issued = 0;
+            for i in from..from + n {
+                let t = i64::from(i);
+                p.on_read();
+                p.offer(ms(t), offer((0, i), conf, t + 20));
+                for b in p.poll(ms(t + 20), &mut |_, _| false) {
+                    for item in b.items {
+                        issued += 1;
+                        p.complete(ms(t + 22), &item, Ok(()));
+                        if used {
+                            p.on_prefetch_used(item.relation);
+                        }
+                    }
+                }
+            }
+            issued
+        };
+        let run = |proven: u32| {
+            let mut p = Planner::new(PlannerConfig {
+                threshold: 0.5,
+                target_precision: Some(0.5),
+                threshold_bounds: (0.3, 0.9),
+                max_in_flight: 1_000_000,
+                ..cfg()
+            });
+            phase(&mut p, 0, proven, 0.85, true);
+            // A bad spell lifts the threshold above every offer.
+            phase(&mut p, proven, 4_000, 0.85, false);
+            assert!(p.threshold(Relation::Same) > 0.85);
+            phase(&mut p, proven + 4_000, 20_000, 0.85, true)
+        };
+        // Mostly useful before the spell: its offers are tried again, and loaded.
+        let again = run(12_000);
+        assert!(again > 1_000, "{again}");
+        // Never useful: it stays off.
+        assert_eq!(run(0), 0);
     }
 
     #[test]
