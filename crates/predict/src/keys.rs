@@ -322,6 +322,11 @@ fn parse_id(s: &str) -> Option<u64> {
     Some(v)
 }
 
+/// `us` microseconds (at least 0) after `now`.
+fn after(now: Timestamp, us: f64) -> Timestamp {
+    Timestamp::from_micros(now.as_micros().saturating_add(us.clamp(0.0, 1e15) as i64))
+}
+
 /// What the predictions of one group of ids share.
 #[derive(Clone, Copy, Debug)]
 struct Window {
@@ -760,8 +765,7 @@ impl KeyModel {
 
     /// The end of the predicted windows of an event at `now`.
     fn latest(&self, now: Timestamp) -> Timestamp {
-        let us = (self.gap_us * self.cfg.window_events).clamp(0.0, 1e15);
-        Timestamp::from_micros(now.as_micros().saturating_add(us as i64))
+        after(now, self.gap_us * self.cfg.window_events)
     }
 
     fn push_ids(out: &mut Vec<Prediction>, kind: &SmolStr, start: u64, len: u64, w: Window) {
@@ -853,11 +857,7 @@ impl KeyModel {
                 continue;
             }
             let d = dist.saturating_add(e.dist);
-            let ahead = f64::from(d.saturating_sub(1)) * self.gap_us;
-            let expected_at = Timestamp::from_micros(
-                now.as_micros()
-                    .saturating_add(ahead.clamp(0.0, 1e15) as i64),
-            );
+            let expected_at = after(now, f64::from(d.saturating_sub(1)) * self.gap_us);
             Self::emit_target(
                 out,
                 &self.kinds,
@@ -914,11 +914,7 @@ impl KeyModel {
                 }
                 let from = start.max(emitted_to);
                 if from < end {
-                    let ahead = (c - 1) as f64 * 0.5 * st.gap_us;
-                    let expected_at = Timestamp::from_micros(
-                        now.as_micros()
-                            .saturating_add(ahead.clamp(0.0, 1e15) as i64),
-                    );
+                    let expected_at = after(now, (c - 1) as f64 * 0.5 * st.gap_us);
                     Self::push_ids(
                         out,
                         &ks.name,

@@ -858,31 +858,46 @@ mod tests {
         assert_eq!(keys(&p.poll(ms(90), &mut |_, _| false)), vec![(0, 1)]);
     }
 
-    #[test]
-    fn learned_threshold_follows_usefulness() {
-        // Every prefetch wasted: the threshold climbs to its upper bound.
-        let run = |used: bool| {
-            let mut p = Planner::new(PlannerConfig {
-                threshold: 0.5,
-                target_precision: Some(0.5),
-                threshold_bounds: (0.3, 0.9),
-                max_in_flight: 1_000_000,
-                ..cfg()
-            });
-            for i in 0..5_000u32 {
-                p.on_read();
-                p.on_read();
-                p.offer(ms(i64::from(i)), offer((0, i), 0.95, i64::from(i) + 20));
-                let batches = p.poll(ms(i64::from(i) + 20), &mut |_, _| false);
-                for b in batches {
-                    for item in b.items {
-                        p.complete(ms(i64::from(i) + 22), &item, Ok(()));
-                        if used {
-                            p.on_prefetch_used(item.relation);
-                        }
+    /// A planner that learns its threshold (target 0.5, within 0.3..0.9), starting at 0.5.
+    fn learning() -> Planner<(u8, u32)> {
+        Planner::new(PlannerConfig {
+            threshold: 0.5,
+            target_precision: Some(0.5),
+            threshold_bounds: (0.3, 0.9),
+            max_in_flight: 1_000_000,
+            ..cfg()
+        })
+    }
+
+    /// One offer at `conf` per millisecond from `from` on, `n` in all (a read each, so the
+    /// budget keeps up); each prefetch issued is then reported used, or not. Returns the
+    /// prefetches issued.
+    fn drive(p: &mut Planner<(u8, u32)>, from: u32, n: u32, conf: f32, used: bool) -> usize {
+        let mut issued = 0;
+        for i in from..from + n {
+            let t = i64::from(i);
+            p.on_read();
+            p.offer(ms(t), offer((0, i), conf, t + 20));
+            for b in p.poll(ms(t + 20), &mut |_, _| false) {
+                for item in b.items {
+                    issued += 1;
+                    p.complete(ms(t + 22), &item, Ok(()));
+                    if used {
+                        p.on_prefetch_used(item.relation);
                     }
                 }
             }
+        }
+        issued
+    }
+
+    #[test]
+    fn learned_threshold_follows_usefulness() {
+        // Every prefetch wasted: the threshold climbs to its upper bound; every one used: it
+        // falls to its lower bound.
+        let run = |used: bool| {
+            let mut p = learning();
+            drive(&mut p, 0, 5_000, 0.95, used);
             p.threshold(Relation::Same)
         };
         assert!((run(false) - 0.9).abs() < 1e-3, "wasted: {}", run(false));
@@ -891,39 +906,13 @@ mod tests {
 
     #[test]
     fn a_starved_threshold_tries_a_proven_relation_again() {
-        // One offer at `conf` per millisecond from `from`; its prefetch, if issued, is used or
-        // wasted. Returns the prefetches issued.
-        let phase = |p: &mut Planner<(u8, u32)>, from: u32, n: u32, conf: f32, used: bool| {
-            let mut issued = 0;
-            for i in from..from + n {
-                let t = i64::from(i);
-                p.on_read();
-                p.offer(ms(t), offer((0, i), conf, t + 20));
-                for b in p.poll(ms(t + 20), &mut |_, _| false) {
-                    for item in b.items {
-                        issued += 1;
-                        p.complete(ms(t + 22), &item, Ok(()));
-                        if used {
-                            p.on_prefetch_used(item.relation);
-                        }
-                    }
-                }
-            }
-            issued
-        };
         let run = |proven: u32| {
-            let mut p = Planner::new(PlannerConfig {
-                threshold: 0.5,
-                target_precision: Some(0.5),
-                threshold_bounds: (0.3, 0.9),
-                max_in_flight: 1_000_000,
-                ..cfg()
-            });
-            phase(&mut p, 0, proven, 0.85, true);
+            let mut p = learning();
+            drive(&mut p, 0, proven, 0.85, true);
             // A bad spell lifts the threshold above every offer.
-            phase(&mut p, proven, 4_000, 0.85, false);
+            drive(&mut p, proven, 4_000, 0.85, false);
             assert!(p.threshold(Relation::Same) > 0.85);
-            phase(&mut p, proven + 4_000, 20_000, 0.85, true)
+            drive(&mut p, proven + 4_000, 20_000, 0.85, true)
         };
         // Mostly useful before the spell: its offers are tried again, and loaded.
         let again = run(12_000);
@@ -936,13 +925,7 @@ mod tests {
     fn each_relation_learns_its_own_threshold() {
         // Linked predictions are always wasted, refreshes always used: the waste of one
         // relation must not raise the threshold of the other.
-        let mut p = Planner::new(PlannerConfig {
-            threshold: 0.5,
-            target_precision: Some(0.5),
-            threshold_bounds: (0.3, 0.9),
-            max_in_flight: 1_000_000,
-            ..cfg()
-        });
+        let mut p = learning();
         for i in 0..5_000u32 {
             p.on_read();
             p.on_read();
