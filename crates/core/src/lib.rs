@@ -9,6 +9,7 @@
 //! This crate knows nothing about Redis, SQL, brokers, files or neural networks.
 
 pub mod cache;
+pub mod calibrate;
 pub mod entity;
 pub mod error;
 pub mod event;
@@ -19,6 +20,7 @@ pub mod store;
 pub mod time;
 
 pub use cache::{Cache, CacheError, PutOutcome};
+pub use calibrate::TopCalibration;
 pub use entity::{EntityKey, EntityRef, Entry, Version};
 pub use error::error_chain;
 pub use event::{Event, Mutation};

@@ -284,18 +284,7 @@ pub fn fit_mix<M: OnlineModel>(
     // Both parts are calibrated on their own; recalibrating the mix is kept only if a fit on
     // the earlier half of the validation rows also helps on the later half (rows come in case
     // order), so that a fit to the validation period alone is not carried forward.
-    let half = rows.len() / 2;
-    let early = TopCalibration::fit(&rows[..half]);
-    let later_fitted: Vec<(f64, bool)> = rows[half..]
-        .iter()
-        .map(|&(c, h)| (early.map(c), h))
-        .collect();
-    let carries = crate::calibrate::ece(&later_fitted) < crate::calibrate::ece(&rows[half..]);
-    let calibration = if carries {
-        TopCalibration::fit(rows)
-    } else {
-        TopCalibration::IDENTITY
-    };
+    let calibration = TopCalibration::fit_if_it_carries(rows);
     let calibrated: Vec<(f64, bool)> = rows.iter().map(|&(c, h)| (calibration.map(c), h)).collect();
     tracing::info!(
         message = "Ensemble weight chosen.",

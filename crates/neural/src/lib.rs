@@ -20,7 +20,7 @@
 //! The network is never trained online; entities are left to the relational model.
 
 pub mod artifact;
-pub mod calibrate;
+pub use prescient_core::calibrate;
 pub mod config;
 pub mod ensemble;
 pub mod error;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use prescient_eval::{EvalOptions, Protocol, evaluate};
 use prescient_io::{CsvMapping, Format, ImportOptions, read_log};
-use prescient_predict::{ContextSpec, RelationalConfig, RelationalModel};
+use prescient_predict::{ContextSpec, HeldOutCalibrated, RelationalConfig, RelationalModel};
 
 fn data_dir() -> PathBuf {
     std::env::var_os("PRESCIENT_DATA")
@@ -55,6 +55,7 @@ fn main() {
                 }
             }
         }
+        let cfg_fresh = cfg.clone();
         let mut model = RelationalModel::new(cfg);
         let eval = EvalOptions {
             protocol: Protocol::Tax2017,
@@ -67,6 +68,10 @@ fn main() {
             diag(&mut model, &log.events);
             continue;
         }
+        // as `prescient evaluate` runs it: recalibrated on held-out training cases
+        let fresh = cfg_fresh.clone();
+        let mut model =
+            HeldOutCalibrated::new(model, Box::new(move || RelationalModel::new(fresh.clone())));
         let start = Instant::now();
         match evaluate(&mut model, &log.events, &eval, &mut |_, _| {}) {
             Ok(r) => println!(

@@ -15,6 +15,7 @@
 //!   strided readahead over integer ids.
 
 pub mod combined;
+pub mod held_out;
 pub mod hist;
 pub mod keys;
 pub mod relational;
@@ -22,6 +23,7 @@ pub mod reuse;
 pub mod simple;
 
 pub use combined::PrescientModel;
+pub use held_out::HeldOutCalibrated;
 pub use keys::{KeyConfig, KeyModel};
 pub use relational::{
     BadContextSpec, ContextSpec, ContextUse, ExplainedPrediction, Explanation, FORMAT_VERSION,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use prescient_core::{Event, Forecast, Observe, OnlineModel};
 use prescient_eval::{EvalOptions, Protocol, Report, evaluate};
-use prescient_predict::{ContextSpec, RelationalConfig, RelationalModel};
+use prescient_predict::{ContextSpec, HeldOutCalibrated, RelationalConfig, RelationalModel};
 
 use crate::duration::parse_duration;
 use crate::log_args::LogArgs;
@@ -79,6 +79,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cfg.max_count = n;
     }
     let mut model: Box<dyn OnlineModel> = match (kind, &file) {
+        // frozen on held-out cases, the online model is recalibrated on held-out training cases
+        (ModelKind::Online, None)
+            if matches!(args.protocol, Protocol::Tax2017 | Protocol::Pt2021) =>
+        {
+            let fresh = cfg.clone();
+            Box::new(HeldOutCalibrated::new(
+                RelationalModel::new(cfg),
+                Box::new(move || RelationalModel::new(fresh.clone())),
+            ))
+        }
         (ModelKind::Online, None) => Box::new(RelationalModel::new(cfg)),
         // the ensemble's online part is the model `--model online` evaluates
         (ModelKind::Ensemble, None) => {

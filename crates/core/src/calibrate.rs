@@ -109,6 +109,23 @@ impl TopCalibration {
         }
     }
 
+    /// [`TopCalibration::fit`] on all `rows` (in time order) if a fit on their earlier half
+    /// also lowers the calibration error of their later half, else the identity: a map fitted
+    /// to one period alone is not carried forward.
+    pub fn fit_if_it_carries(rows: &[(f64, bool)]) -> TopCalibration {
+        let half = rows.len() / 2;
+        let early = TopCalibration::fit(&rows[..half]);
+        let later: Vec<(f64, bool)> = rows[half..]
+            .iter()
+            .map(|&(c, h)| (early.map(c), h))
+            .collect();
+        if ece(&later) < ece(&rows[half..]) {
+            TopCalibration::fit(rows)
+        } else {
+            TopCalibration::IDENTITY
+        }
+    }
+
     /// Whether this is the identity.
     pub fn is_identity(&self) -> bool {
         *self == Self::IDENTITY
