@@ -64,6 +64,16 @@ impl Event {
         out
     }
 
+    /// The case this event belongs to: its entity with role `case`, else its first entity.
+    /// Events without entities belong to the empty case.
+    pub fn case_id(&self) -> &str {
+        self.entities
+            .iter()
+            .find(|r| r.role.as_deref() == Some("case"))
+            .or_else(|| self.entities.first())
+            .map_or("", |r| r.id.as_str())
+    }
+
     /// The value of an attribute, if present.
     pub fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes
@@ -71,6 +81,22 @@ impl Event {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// The cases of `events` ([`Event::case_id`]) in order of first appearance, each as the
+/// indices of its events in order.
+pub fn cases_in_order(events: &[Event]) -> Vec<Vec<usize>> {
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut cases: Vec<Vec<usize>> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let next = cases.len();
+        let c = *index.entry(e.case_id()).or_insert(next);
+        if c == next {
+            cases.push(Vec::new());
+        }
+        cases[c].push(i);
+    }
+    cases
 }
 
 /// A write that an event made: the entity now has `version`.

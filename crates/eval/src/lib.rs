@@ -169,14 +169,9 @@ pub struct Report {
     pub threshold: Option<f32>,
 }
 
-/// The case an event belongs to: its entity with role `case`, else its first entity.
-/// Events without entities belong to the empty case.
+/// The case an event belongs to ([`Event::case_id`]).
 pub fn case_of(e: &Event) -> &str {
-    e.entities
-        .iter()
-        .find(|r| r.role.as_deref() == Some("case"))
-        .or_else(|| e.entities.first())
-        .map_or("", |r| r.id.as_str())
+    e.case_id()
 }
 
 /// Accumulates next-type scores.
@@ -367,16 +362,7 @@ fn pt2021(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Report, EvalError> {
     // Case ids in order of first appearance, each with its events in file order.
-    let mut index: FxHashMap<&str, usize> = FxHashMap::default();
-    let mut cases: Vec<Vec<usize>> = Vec::new();
-    for (i, e) in events.iter().enumerate() {
-        let next = cases.len();
-        let c = *index.entry(case_of(e)).or_insert(next);
-        if c == next {
-            cases.push(Vec::new());
-        }
-        cases[c].push(i);
-    }
+    let cases = prescient_core::event::cases_in_order(events);
     let n = cases.len();
     let n_train = n * 8 / 10;
     if n_train == 0 || n_train == n {

@@ -17,8 +17,8 @@
 
 use std::fmt;
 
+use prescient_core::event::cases_in_order;
 use prescient_core::{Event, Forecast, Observe, OnlineModel, Timestamp, TopCalibration};
-use rustc_hash::FxHashMap;
 
 /// Makes fresh models configured like the wrapped one.
 pub type Factory<M> = Box<dyn Fn() -> M + Send>;
@@ -41,15 +41,6 @@ impl<M> fmt::Debug for HeldOutCalibrated<M> {
             .field("calibration", &self.calibration)
             .finish_non_exhaustive()
     }
-}
-
-/// The case an event belongs to: its entity with role `case`, else its first entity.
-fn case_of(e: &Event) -> &str {
-    e.entities
-        .iter()
-        .find(|r| r.role.as_deref() == Some("case"))
-        .or_else(|| e.entities.first())
-        .map_or("", |r| r.id.as_str())
 }
 
 impl<M: OnlineModel> HeldOutCalibrated<M> {
@@ -102,16 +93,7 @@ impl<M: OnlineModel> HeldOutCalibrated<M> {
     /// `(top-1 confidence, right)` of a fresh model that learns the earlier cases of
     /// `learned`, on each prefix of two events or more of the held-out cases.
     fn held_out_rows(&self, learned: &[Event]) -> Vec<(f64, bool)> {
-        let mut index: FxHashMap<&str, usize> = FxHashMap::default();
-        let mut cases: Vec<Vec<usize>> = Vec::new();
-        for (i, e) in learned.iter().enumerate() {
-            let next = cases.len();
-            let c = *index.entry(case_of(e)).or_insert(next);
-            if c == next {
-                cases.push(Vec::new());
-            }
-            cases[c].push(i);
-        }
+        let cases = cases_in_order(learned);
         let n = cases.len();
         let n_val = ((n as f64 * Self::VALIDATION_SHARE).round() as usize).min(n.saturating_sub(1));
         if n_val == 0 {
@@ -121,13 +103,15 @@ impl<M: OnlineModel> HeldOutCalibrated<M> {
         let mut fresh = (self.fresh)();
         fresh.set_novelty_discount(self.novelty_discount);
         let mut longest = 0;
-        for (e, c) in learned.iter().map(|e| (e, index[case_of(e)])) {
-            if c < first_val {
-                fresh.observe(e, Observe::Learn);
-            }
-        }
+        let mut training = vec![false; learned.len()];
         for c in &cases[..first_val] {
             longest = longest.max(c.len());
+            for &i in c {
+                training[i] = true;
+            }
+        }
+        for (e, _) in learned.iter().zip(&training).filter(|(_, t)| **t) {
+            fresh.observe(e, Observe::Learn);
         }
         let mut rows = Vec::new();
         for c in &cases[first_val..] {
