@@ -392,7 +392,7 @@ impl Default for PrefetchConfig {
             demand_ttl_ms: 3_600_000,
             budget_per_read: 1.0,
             budget_per_second: 0.0,
-            budget_burst: 1_000.0,
+            budget_burst: 4_096.0,
             batch_size: 64,
             concurrency: 512,
             retry_attempts: 3,
