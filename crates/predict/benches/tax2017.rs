@@ -69,9 +69,10 @@ fn main() {
             continue;
         }
         // as `prescient evaluate` runs it: recalibrated on held-out training cases
-        let fresh = cfg_fresh.clone();
-        let mut model =
-            HeldOutCalibrated::new(model, Box::new(move || RelationalModel::new(fresh.clone())));
+        let mut model = HeldOutCalibrated::new(
+            model,
+            Box::new(move || RelationalModel::new(cfg_fresh.clone())),
+        );
         let start = Instant::now();
         match evaluate(&mut model, &log.events, &eval, &mut |_, _| {}) {
             Ok(r) => println!(

@@ -66,11 +66,6 @@ impl<M: OnlineModel> HeldOutCalibrated<M> {
         self.calibration
     }
 
-    /// The wrapped model.
-    pub fn inner(&self) -> &M {
-        &self.model
-    }
-
     /// Fits the map on the learned cases and forgets them.
     fn fit(&mut self) -> TopCalibration {
         let learned = std::mem::take(&mut self.learned);

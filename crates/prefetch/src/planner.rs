@@ -880,9 +880,15 @@ mod tests {
     }
 
     /// One offer at `conf` per millisecond from `from` on, `n` in all (a read each, so the
-    /// budget keeps up); each prefetch issued is then reported used, or not. Returns the
-    /// prefetches issued.
-    fn drive(p: &mut Planner<(u8, u32)>, from: u32, n: u32, conf: f32, used: bool) -> usize {
+    /// budget keeps up); the prefetch issued for offer `i` is then reported used if `used(i)`.
+    /// Returns the prefetches issued.
+    fn drive(
+        p: &mut Planner<(u8, u32)>,
+        from: u32,
+        n: u32,
+        conf: f32,
+        used: impl Fn(u32) -> bool,
+    ) -> usize {
         let mut issued = 0;
         for i in from..from + n {
             let t = i64::from(i);
@@ -892,7 +898,7 @@ mod tests {
                 for item in b.items {
                     issued += 1;
                     p.complete(ms(t + 22), &item, Ok(()));
-                    if used {
+                    if used(i) {
                         p.on_prefetch_used(item.relation);
                     }
                 }
@@ -907,7 +913,7 @@ mod tests {
         // falls to its lower bound.
         let run = |used: bool| {
             let mut p = learning();
-            drive(&mut p, 0, 5_000, 0.95, used);
+            drive(&mut p, 0, 5_000, 0.95, |_| used);
             p.threshold(Relation::Same)
         };
         assert!((run(false) - 0.9).abs() < 1e-3, "wasted: {}", run(false));
@@ -920,19 +926,7 @@ mod tests {
         // both thresholds fall, the first about five times as far.
         let fall = |share_used: u32| {
             let mut p = learning();
-            for i in 0..640u32 {
-                let t = i64::from(i);
-                p.on_read();
-                p.offer(ms(t), offer((0, i), 0.95, t + 20));
-                for b in p.poll(ms(t + 20), &mut |_, _| false) {
-                    for item in b.items {
-                        p.complete(ms(t + 22), &item, Ok(()));
-                        if i % 5 < share_used {
-                            p.on_prefetch_used(item.relation);
-                        }
-                    }
-                }
-            }
+            drive(&mut p, 0, 640, 0.95, |i| i % 5 < share_used);
             0.5 - p.threshold(Relation::Same)
         };
         let (far, near) = (fall(5), fall(3));
@@ -944,11 +938,11 @@ mod tests {
     fn a_starved_threshold_tries_a_proven_relation_again() {
         let run = |proven: u32| {
             let mut p = learning();
-            drive(&mut p, 0, proven, 0.85, true);
+            drive(&mut p, 0, proven, 0.85, |_| true);
             // A bad spell lifts the threshold above every offer.
-            drive(&mut p, proven, 4_000, 0.85, false);
+            drive(&mut p, proven, 4_000, 0.85, |_| false);
             assert!(p.threshold(Relation::Same) > 0.85);
-            drive(&mut p, proven + 4_000, 20_000, 0.85, true)
+            drive(&mut p, proven + 4_000, 20_000, 0.85, |_| true)
         };
         // Mostly useful before the spell: its offers are tried again, and loaded.
         let again = run(12_000);
