@@ -125,10 +125,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let Some(i) = target else {
+        let examples: Vec<&str> = log.events.iter().take(3).map(|e| e.id.as_str()).collect();
         anyhow::bail!(
-            "no event with id {:?} in {}",
+            "no event with id {:?} in {} ({} events; its ids look like {})",
             args.event,
-            args.log.log.display()
+            args.log.log.display(),
+            log.events.len(),
+            examples.join(", ")
         );
     };
     let e = &log.events[i];
