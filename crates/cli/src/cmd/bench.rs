@@ -58,7 +58,9 @@ pub struct LiveArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Events whose entities the consumer reads at once (one read per event, up to this many).
-    #[arg(long, default_value_t = 16)]
+    /// The consumer has one thread: reads in flight wait on each other, and the wait counts in
+    /// their latency.
+    #[arg(long, default_value_t = 4)]
     pub consumer_concurrency: usize,
     /// Which time `serve` gives the events: `event` trusts the log's times, `now` shifts the
     /// log so that its first event happens now (keeping the gaps between events) and trusts
@@ -139,6 +141,9 @@ pub struct Side {
     pub hit_p99_ms: f64,
     /// Reads whose entities were all in the cache.
     pub hit_reads: u64,
+    /// Events per second the consumer read, from the first publish until its last read: whether
+    /// it kept up with the stream at its `--consumer-concurrency`.
+    pub consumer_events_per_sec: f64,
 }
 
 /// What the prefetcher did during the prescient run.
@@ -206,7 +211,7 @@ impl Recorder {
         }
     }
 
-    fn side(&self, store_loads: u64) -> Side {
+    fn side(&self, store_loads: u64, took: Duration) -> Side {
         let samples = self.samples.lock().map(|l| l.clone()).unwrap_or_default();
         let mut all: Vec<f64> = samples.iter().map(|s| s.ms).collect();
         let mut hits: Vec<f64> = samples
@@ -239,6 +244,7 @@ impl Recorder {
             hit_p50_ms: q(&hits, 0.5),
             hit_p99_ms: q(&hits, 0.99),
             hit_reads: hits.len() as u64,
+            consumer_events_per_sec: samples.len() as f64 / took.as_secs_f64().max(1e-9),
         }
     }
 }
@@ -660,11 +666,12 @@ fn live(args: LiveArgs) -> anyhow::Result<()> {
             ("cache-aside", &result.cache_aside),
         ] {
             println!(
-                "{name:>12}: hit ratio {:.3}, store loads {}, reads {} ({} entities), read p50 {:.3} ms, p99 {:.3} ms, all-hit reads {} with p99 {:.3} ms",
+                "{name:>12}: hit ratio {:.3}, store loads {}, reads {} ({} entities, {:.0} events/s), read p50 {:.3} ms, p99 {:.3} ms, all-hit reads {} with p99 {:.3} ms",
                 s.hit_ratio,
                 s.store_loads,
                 s.reads,
                 s.entity_reads,
+                s.consumer_events_per_sec,
                 s.read_p50_ms,
                 s.read_p99_ms,
                 s.hit_reads,
@@ -821,6 +828,7 @@ clock = "{clock}"
     wait_processed(&stats, n, stall).await?;
     let serve_took = start.elapsed();
     let seen = join_consumer(cons, limit, "prescient").await?;
+    let consumer_took = start.elapsed();
     let _ = stop_tx.send(());
     match tokio::time::timeout(limit, serve).await {
         Err(_) => anyhow::bail!("serve did not stop in {} s", limit.as_secs()),
@@ -836,7 +844,7 @@ clock = "{clock}"
             .find(|(k, _)| *k == name)
             .map_or(0, |(_, v)| *v)
     };
-    let prescient = rec_p.side(counter("store_loads"));
+    let prescient = rec_p.side(counter("store_loads"), consumer_took);
     let prefetch = PrefetchCounts {
         predictions: counter("predictions"),
         prefetches_issued: counter("prefetches_issued"),
@@ -879,9 +887,10 @@ clock = "{clock}"
         stall,
     )
     .await?;
+    let start = Instant::now();
     crate::cmd::publish::publish_all(&sink, &events, None, &bar).await?;
     join_consumer(cons, limit, "cache-aside").await?;
-    let cache_aside = rec_c.side(loads.load(Ordering::Relaxed));
+    let cache_aside = rec_c.side(loads.load(Ordering::Relaxed), start.elapsed());
     // The run's streams and cache entries are of no further use.
     let js = async_nats::jetstream::new(sink.client().clone());
     for name in [stream.clone(), format!("{stream}_DEAD")] {
@@ -961,7 +970,7 @@ mod tests {
                 hits: if i < 50 { 2 } else { 1 },
             });
         }
-        let side = rec.side(7);
+        let side = rec.side(7, Duration::from_secs(2));
         assert_eq!(side.reads, 100);
         assert_eq!(side.hit_reads, 50);
         assert_eq!(side.store_loads, 7);
@@ -969,6 +978,7 @@ mod tests {
         assert_eq!(side.hit_p99_ms, 49.0);
         assert_eq!(side.read_p99_ms, 98.0);
         assert_eq!(side.read_p50_ms, 50.0);
+        assert!((side.consumer_events_per_sec - 50.0).abs() < 1e-9);
     }
 
     #[tokio::test]
