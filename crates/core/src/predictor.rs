@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::entity::EntityKey;
 use crate::event::Event;
 use crate::prediction::Forecast;
 use crate::time::Timestamp;
@@ -131,6 +132,12 @@ pub trait Predictor: Send + Sync + fmt::Debug {
         let _ = now;
         None
     }
+
+    /// Tells the predictor that a prefetch of `key` filled the cache at `at` (see
+    /// [`OnlineModel::filled`]). The default ignores it.
+    fn filled(&self, key: &EntityKey, at: Timestamp) {
+        let _ = (key, at);
+    }
 }
 
 /// A synchronous, in-process model that learns online. Wrap it in [`Local`] to get a [`Predictor`].
@@ -168,6 +175,12 @@ pub trait OnlineModel: Send + fmt::Debug {
     /// work across events, such as one forward pass of a network for many cases, overrides it.
     fn process_batch(&mut self, items: &[(&Event, Observe)]) -> Vec<Forecast> {
         process_each(self, items)
+    }
+    /// Tells the model that a prefetch of `key` filled the cache at `at`: a model that times
+    /// refreshes to the age of the cached copy then knows when the copy was filled, instead of
+    /// assuming which of its predictions were loaded. The default ignores it.
+    fn filled(&mut self, key: &EntityKey, at: Timestamp) {
+        let _ = (key, at);
     }
 }
 
@@ -210,6 +223,9 @@ impl<M: OnlineModel + ?Sized> OnlineModel for Box<M> {
     }
     fn process_batch(&mut self, items: &[(&Event, Observe)]) -> Vec<Forecast> {
         (**self).process_batch(items)
+    }
+    fn filled(&mut self, key: &EntityKey, at: Timestamp) {
+        (**self).filled(key, at)
     }
 }
 
@@ -303,6 +319,11 @@ impl<M: OnlineModel> Predictor for Local<M> {
 
     fn tick_blocking(&self, now: Timestamp) -> Option<Result<Forecast, PredictError>> {
         Some(self.with_model(|m| m.forecast_due(now)))
+    }
+
+    fn filled(&self, key: &EntityKey, at: Timestamp) {
+        // A poisoned lock is reported by the next prediction; a lost fill only costs accuracy.
+        let _ = self.with_model(|m| m.filled(key, at));
     }
 }
 

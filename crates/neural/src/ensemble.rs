@@ -485,6 +485,10 @@ impl<M: OnlineModel> OnlineModel for EnsembleModel<M> {
     fn set_max_age(&mut self, max_age: Option<std::time::Duration>) {
         self.online.set_max_age(max_age);
     }
+
+    fn filled(&mut self, key: &prescient_core::EntityKey, at: prescient_core::Timestamp) {
+        self.online.filled(key, at);
+    }
 }
 
 impl<M: OnlineModel> EnsembleModel<M> {

@@ -29,7 +29,9 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use prescient_core::{EntityKey, Event, Forecast, Observe, OnlineModel, Prediction, Relation};
+use prescient_core::{
+    EntityKey, Event, Forecast, Observe, OnlineModel, Prediction, Relation, Timestamp,
+};
 use rustc_hash::FxHashMap;
 
 use crate::{KeyConfig, KeyModel, RelationalConfig, RelationalModel, ReuseConfig, ReuseModel};
@@ -279,7 +281,7 @@ impl OnlineModel for PrescientModel {
         f
     }
 
-    fn forecast_due(&mut self, now: prescient_core::Timestamp) -> Forecast {
+    fn forecast_due(&mut self, now: Timestamp) -> Forecast {
         self.now = self.now.max(now.as_micros());
         let mut f = self.reuse.forecast_due(now);
         self.watch(&f.entities);
@@ -294,6 +296,10 @@ impl OnlineModel for PrescientModel {
         self.reuse.set_window(max_age);
         self.relational.set_max_age(max_age);
         self.keys.set_max_age(max_age);
+    }
+
+    fn filled(&mut self, key: &EntityKey, at: Timestamp) {
+        self.reuse.filled(key, at);
     }
 
     fn set_novelty_discount(&mut self, on: bool) {

@@ -161,6 +161,10 @@ impl<M: OnlineModel> OnlineModel for HeldOutCalibrated<M> {
         self.model.set_max_age(max_age);
     }
 
+    fn filled(&mut self, key: &prescient_core::EntityKey, at: Timestamp) {
+        self.model.filled(key, at);
+    }
+
     fn set_novelty_discount(&mut self, on: bool) {
         self.novelty_discount = on;
         self.model.set_novelty_discount(on);

@@ -108,7 +108,11 @@ struct EntityState {
     /// start of the window whose refresh was predicted. Windows follow its expiry.
     fill: i64,
     /// The window (after `fill`) last predicted with enough confidence to be refreshed; 0: none.
+    /// Assumed only while the driver does not report fills (see [`ReuseModel::filled`]).
     refreshed: u32,
+    /// When a prefetch last refilled the copy, as the driver reported; `i64::MIN`: none since
+    /// `fill`.
+    refill: i64,
     ty: u64,
     prev_ty: u64,
     reads: u32,
@@ -180,6 +184,9 @@ pub struct ReuseModel {
     /// Per kind and state (hashed into slots): `[entities put to sleep, of those read again
     /// while asleep]`.
     sleep: Vec<[u32; 2]>,
+    /// The driver reports the prefetches that filled the cache ([`OnlineModel::filled`]): a
+    /// copy counts as refreshed when one did, not when a window was predicted likely enough.
+    fed: bool,
 }
 
 const SLEEP_SLOTS: usize = 4096;
@@ -231,6 +238,7 @@ impl ReuseModel {
             calibration: vec![[[0.0; 2]; CAL_BINS]; CAL_KINDS],
             predicted: 0,
             sleep: vec![[0; 2]; SLEEP_SLOTS],
+            fed: false,
             cfg,
         }
     }
@@ -246,8 +254,14 @@ impl ReuseModel {
         self.window_us > 0
             && self.state(key).is_some_and(|s| {
                 now < self.start_of(s.fill, 1)
+                    || self.refilled_at(s, now)
                     || (s.refreshed != 0 && self.window_of(s.fill, now) == s.refreshed)
             })
+    }
+
+    /// Whether the copy a prefetch refilled (as reported) is fresh at `t`.
+    fn refilled_at(&self, s: &EntityState, t: i64) -> bool {
+        s.refill > s.fill && t >= s.refill && t < s.refill.saturating_add(self.window_us)
     }
 
     /// Until when `key`'s cached copy (as last filled by a read) is assumed fresh; `None` for
@@ -256,7 +270,14 @@ impl ReuseModel {
         if self.window_us <= 0 {
             return None;
         }
-        self.state(key).map(|s| self.start_of(s.fill, 1))
+        self.state(key).map(|s| {
+            let refilled = if s.refill > s.fill {
+                s.refill.saturating_add(self.window_us)
+            } else {
+                i64::MIN
+            };
+            self.start_of(s.fill, 1).max(refilled)
+        })
     }
 
     fn sleep_slot(st: &EntityState) -> usize {
@@ -527,6 +548,7 @@ impl OnlineModel for ReuseModel {
             // read's window (when that refresh was predicted), or expired (the read fills it).
             let (fill, learned, refreshed) = match prev {
                 Some(s) if t < self.start_of(s.fill, 1) => (s.fill, s.learned, s.refreshed),
+                Some(s) if self.refilled_at(&s, t) => (s.refill, 0, 0),
                 Some(s) => {
                     let j = self.window_of(s.fill, t);
                     if s.refreshed != 0 && s.refreshed == j {
@@ -543,6 +565,9 @@ impl OnlineModel for ReuseModel {
                 last: t,
                 fill,
                 refreshed,
+                refill: prev
+                    .filter(|s| s.fill == fill)
+                    .map_or(i64::MIN, |s| s.refill),
                 ty,
                 prev_ty: prev.map_or(0, |s| s.ty),
                 reads: prev.map_or(1, |s| s.reads.saturating_add(1)),
@@ -578,6 +603,25 @@ impl OnlineModel for ReuseModel {
 
     fn forecast_due(&mut self, now: Timestamp) -> Forecast {
         self.windows_due(now.as_micros(), Relation::Tick)
+    }
+
+    /// A prefetch filled `key`'s copy at `at`. From the first such report on, the model
+    /// follows the reported fills instead of assuming that its confident windows were
+    /// refreshed.
+    fn filled(&mut self, key: &EntityKey, at: Timestamp) {
+        if self.window_us <= 0 {
+            return;
+        }
+        self.fed = true;
+        let Some(&slot) = self.index.get(key) else {
+            return;
+        };
+        if let Some(s) = self.slots.get_mut(slot as usize).filter(|s| s.live) {
+            let at = at.as_micros();
+            if at > s.st.fill {
+                s.st.refill = s.st.refill.max(at);
+            }
+        }
     }
 }
 
@@ -626,7 +670,7 @@ impl ReuseModel {
                 let p = self.probability(&st, j);
                 let p = self.calibrated(st.kind, p);
                 self.predicted += 1;
-                if p >= REFRESH_ASSUMED {
+                if p >= REFRESH_ASSUMED && !self.fed {
                     st.refreshed = j;
                 }
                 st.cold = if p < COLD {

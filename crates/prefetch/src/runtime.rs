@@ -28,6 +28,7 @@
 //! (`joined`). A read that finds a prefetch of the entity in flight waits for it too. If the
 //! shared load fails, each waiter falls back to its own store read.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -202,7 +203,14 @@ struct State {
     last_activity: Option<Timestamp>,
     /// The latest event time seen.
     last_event: Option<Timestamp>,
+    /// Prefetches that filled the cache since the predictor was last told
+    /// ([`Predictor::filled`]), oldest first, at most [`MAX_FILLS`].
+    fills: VecDeque<(EntityKey, Timestamp)>,
 }
+
+/// The most prefetch fills kept for the predictor between two predictions; older ones are
+/// dropped (a dropped fill only makes the model's idea of a copy's age a guess again).
+const MAX_FILLS: usize = 65_536;
 
 #[derive(Debug)]
 struct Inner {
@@ -242,6 +250,7 @@ impl Prefetcher {
             tracked: FxHashMap::default(),
             last_activity: None,
             last_event: None,
+            fills: VecDeque::new(),
         };
         Prefetcher {
             inner: Arc::new(Inner {
@@ -379,6 +388,7 @@ impl Prefetcher {
     /// one after the other. Returns the predictions offered and whether any prediction
     /// succeeded.
     async fn on_events_each(&self, events: &[Event]) -> (usize, bool) {
+        self.tell_fills(&*self.predictor());
         let Some(every) = self.tick_every() else {
             return self.predict_each(events).await;
         };
@@ -431,6 +441,7 @@ impl Prefetcher {
 
     /// The body of [`Prefetcher::on_events_off_the_runtime`], on the calling thread.
     fn on_events_blocking(&self, events: &[Event], predictor: &dyn Predictor) -> (usize, bool) {
+        self.tell_fills(predictor);
         let Some(every) = self.tick_every() else {
             return self.predict_blocking(events, predictor);
         };
@@ -447,6 +458,14 @@ impl Prefetcher {
             start = end;
         }
         (offered, woke)
+    }
+
+    /// Tells `predictor` which prefetches filled the cache since it was last told.
+    fn tell_fills(&self, predictor: &dyn Predictor) {
+        let fills = std::mem::take(&mut self.state().fills);
+        for (key, at) in &fills {
+            predictor.filled(key, *at);
+        }
     }
 
     /// How often quiet spells are ticked ([`PrefetcherConfig::tick`]); `None`: never.
@@ -1457,6 +1476,10 @@ impl Prefetcher {
                             relation: item.relation,
                         };
                         self.track(&mut s, item.key.clone(), t);
+                        if s.fills.len() >= MAX_FILLS {
+                            s.fills.pop_front();
+                        }
+                        s.fills.push_back((item.key.clone(), now));
                     }
                     Err(error) => {
                         self.inner

@@ -660,6 +660,9 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                         prev_valid_until,
                         relation: item.relation,
                     };
+                    if let Some(key) = self.w.keys.get(idx as usize) {
+                        p.predictor.filled(key, now);
+                    }
                 }
                 self.poll(done);
             }
