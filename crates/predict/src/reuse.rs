@@ -16,6 +16,10 @@
 //! Nothing in it depends on a particular log; it generalises to entities it has never seen
 //! through their kind and state.
 //!
+//! Which copy a read finds follows the cache: a read that misses fills it, and so does a
+//! prefetch, which the driver reports ([`OnlineModel::filled`]); where nobody reports fills,
+//! a window predicted at 0.5 or more is assumed refreshed at its start.
+//!
 //! Predictions are made for windows that start within the next `window` of the event being
 //! forecast: each entity's next window sits in a heap ordered by start time (the heap holds slot
 //! numbers, not keys, so that it costs integer comparisons). An entity whose windows stay
@@ -90,9 +94,9 @@ impl Default for ReuseConfig {
 /// filled (after the store's latency) has expired when the prefetch is due.
 const MARGIN_US: i64 = 1_000_000;
 const NUM_FEATURES: usize = 16;
-/// A window predicted at least this likely to hold a read is assumed refreshed by the
-/// prefetcher (the planner's default threshold), so that a read in it finds a copy filled at
-/// its start.
+/// While the driver reports no fills ([`OnlineModel::filled`]), a window predicted at least
+/// this likely to hold a read is assumed refreshed by the prefetcher (the planner's default
+/// threshold), so that a read in it finds a copy filled at its start.
 const REFRESH_ASSUMED: f32 = 0.5;
 /// A window predicted below this probability is cold (see [`ReuseConfig::cold_windows`]).
 pub const COLD: f32 = 0.02;
@@ -729,6 +733,55 @@ mod tests {
             e = e.with_entity(EntityRef::new(*k, *id));
         }
         e
+    }
+
+    #[test]
+    fn a_reported_fill_sets_the_age_of_the_copy() {
+        let key = EntityKey::new("job", "j");
+        let hour = 3_600_000_000i64;
+        let run = |report: bool| {
+            let mut m = ReuseModel::new(ReuseConfig::default());
+            m.observe(&ev(1, "start", 0, &[("job", "j")]), Observe::Learn);
+            // A prefetch refills the copy as it expires, an hour after the read.
+            if report {
+                m.filled(&key, Timestamp::from_micros(hour));
+            }
+            let fresh = m.copy_fresh(&key, hour + hour / 2);
+            // Read half an hour later: a hit on the refilled copy, or a miss that fills anew.
+            m.observe(&ev(2, "poll", 5_400, &[("job", "j")]), Observe::Learn);
+            (fresh, m.fresh_until(&key))
+        };
+        assert_eq!(run(true), (true, Some(2 * hour + MARGIN_US)));
+        assert_eq!(run(false), (false, Some(hour * 5 / 2 + MARGIN_US)));
+    }
+
+    #[test]
+    fn reported_fills_replace_the_assumed_refreshes() {
+        // Jobs read twice, 90 minutes apart, as in the type's example: the window after the
+        // first read's copy is predicted confidently, so without reports its refresh is
+        // assumed; once the driver reports fills, only a reported fill refreshes a copy.
+        let run = |report: bool| {
+            let mut m = ReuseModel::new(ReuseConfig::default());
+            for i in 0..3000i64 {
+                let t = i * 600;
+                for id in [i, i - 9] {
+                    let e = ev(0, "tick", t, &[("job", &id.to_string())]);
+                    m.observe(&e, Observe::Learn);
+                    m.forecast(&e);
+                }
+                if report && i == 0 {
+                    m.filled(&EntityKey::new("job", "none"), Timestamp::from_secs(0));
+                }
+            }
+            // Job 2995 was read at 2995 × 600 s; its copy expired an hour later, in a window
+            // predicted (confidently) by the last forecast.
+            m.copy_fresh(
+                &EntityKey::new("job", "2995"),
+                (2995 * 600 + 4200) * 1_000_000,
+            )
+        };
+        assert!(run(false), "a confident window is assumed refreshed");
+        assert!(!run(true), "no prefetch was reported");
     }
 
     #[test]

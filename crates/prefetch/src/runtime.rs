@@ -1646,6 +1646,7 @@ mod tests {
         fail: bool,
         seen: Mutex<Vec<String>>,
         threads: Mutex<Vec<std::thread::ThreadId>>,
+        fills: Mutex<Vec<EntityKey>>,
     }
 
     #[async_trait]
@@ -1660,6 +1661,9 @@ mod tests {
         }
         fn is_blocking(&self) -> bool {
             true
+        }
+        fn filled(&self, key: &EntityKey, _: Timestamp) {
+            self.fills.lock().unwrap().push(key.clone());
         }
         fn predict_batch_blocking(
             &self,
@@ -1759,6 +1763,48 @@ mod tests {
         );
         assert_eq!(pf.metrics().predictor_errors.load(Ordering::Relaxed), 2);
         assert_eq!(pf.metrics().events.load(Ordering::Relaxed), 6);
+    }
+
+    #[tokio::test]
+    async fn the_predictor_is_told_which_prefetches_filled_the_cache() {
+        let model = Arc::new(InProcess::default());
+        let store = Arc::new(Rows {
+            rows: [("e1", 1), ("e2", 1)]
+                .iter()
+                .map(|(i, v)| (EntityKey::new("a", *i), *v))
+                .collect(),
+            calls: AtomicU64::new(0),
+        });
+        let pf = Prefetcher::new(
+            PrefetcherConfig::default(),
+            Arc::new(EventClock::default()),
+            model.clone(),
+            Arc::new(MemCache::new(100, Duration::from_secs(60))),
+            store,
+        );
+        // Each event predicts `a/<its id>` within a minute; `a/e3` has no row, so its prefetch
+        // fills nothing.
+        let start = Timestamp::from_secs(1_680_000_000);
+        let hour = Duration::from_secs(3600);
+        pf.on_events(&spaced(&["e1", "e2", "e3"], start, hour))
+            .await;
+        pf.drain().await;
+        assert_eq!(pf.metrics().prefetches_issued.load(Ordering::Relaxed), 3);
+        let before = model.fills.lock().unwrap().len();
+        pf.on_events(&spaced(&["e4"], start.plus(hour * 3), hour))
+            .await;
+        pf.drain().await;
+        let mut told = model.fills.lock().unwrap().clone();
+        told.sort();
+        assert_eq!(told, [EntityKey::new("a", "e1"), EntityKey::new("a", "e2")]);
+        assert!(before < 2, "a fill is told at the next prediction after it");
+        pf.on_events(&spaced(&["e5"], start.plus(hour * 4), hour))
+            .await;
+        assert_eq!(
+            model.fills.lock().unwrap().len(),
+            2,
+            "each fill is told once"
+        );
     }
 
     /// Events `ids`, one every `gap`, from `start`.

@@ -468,14 +468,22 @@ mod tests {
     use super::*;
     use crate::synth::{ShopConfig, generate_shop};
 
-    /// Predicts every entity of an event again, half an hour later.
-    #[derive(Debug)]
-    struct Again;
+    /// Predicts every entity of an event again, half an hour later; counts the prefetch fills
+    /// it is told of.
+    #[derive(Debug, Default)]
+    struct Again {
+        fills: std::sync::atomic::AtomicU64,
+    }
 
     #[async_trait::async_trait]
     impl Predictor for Again {
         fn name(&self) -> &str {
             "again"
+        }
+
+        fn filled(&self, _: &prescient_core::EntityKey, _: prescient_core::Timestamp) {
+            self.fills
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
 
         async fn predict(&self, req: PredictRequest<'_>) -> Result<Forecast, PredictError> {
@@ -508,7 +516,8 @@ mod tests {
             ..ShopConfig::default()
         });
         let w = Workload::prepare(events, &[]);
-        let r = run(&w, &ReplayOptions::default(), &Again, &mut |_, _| {});
+        let again = Again::default();
+        let r = run(&w, &ReplayOptions::default(), &again, &mut |_, _| {});
         let kinds = &r.by_kind;
         assert!(kinds.len() >= 5, "{:?}", kinds.keys());
         let sum = |f: &dyn Fn(&KindReport) -> u64| kinds.values().map(f).sum::<u64>();
@@ -519,6 +528,9 @@ mod tests {
         );
         assert_eq!(sum(&|k| k.prefetches), r.prescient.prefetches);
         assert!(r.prescient.prefetches > 0);
+        // Every prefetch that filled the cache was told to the predictor (none fails here).
+        let told = again.fills.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(told > 0 && told <= r.prescient.prefetches, "{told}");
         assert_eq!(sum(&|k| k.useful_prefetches), r.prescient.useful_prefetches);
         let hits: f64 = kinds
             .values()
