@@ -1768,13 +1768,7 @@ mod tests {
     #[tokio::test]
     async fn the_predictor_is_told_which_prefetches_filled_the_cache() {
         let model = Arc::new(InProcess::default());
-        let store = Arc::new(Rows {
-            rows: [("e1", 1), ("e2", 1)]
-                .iter()
-                .map(|(i, v)| (EntityKey::new("a", *i), *v))
-                .collect(),
-            calls: AtomicU64::new(0),
-        });
+        let store = rows_a(&["e1", "e2"]);
         let pf = Prefetcher::new(
             PrefetcherConfig::default(),
             Arc::new(EventClock::default()),
@@ -1818,16 +1812,18 @@ mod tests {
             .collect()
     }
 
+    /// A store with version 1 of `a/<id>` for each of `ids`.
+    fn rows_a(ids: &[&str]) -> Arc<Rows> {
+        Arc::new(Rows {
+            rows: ids.iter().map(|i| (EntityKey::new("a", *i), 1)).collect(),
+            calls: AtomicU64::new(0),
+        })
+    }
+
     async fn prefetches_in_event_time(clock: Arc<dyn Clock>) -> (Prefetcher, Arc<Rows>) {
         // Each event predicts the read of `a/<its id>` within a minute of it; the events are an
         // hour apart in a log of long ago, and come in one batch.
-        let store = Arc::new(Rows {
-            rows: [("e1", 1), ("e2", 1), ("e3", 1)]
-                .iter()
-                .map(|(i, v)| (EntityKey::new("a", *i), *v))
-                .collect(),
-            calls: AtomicU64::new(0),
-        });
+        let store = rows_a(&["e1", "e2", "e3"]);
         let pf = Prefetcher::new(
             PrefetcherConfig::default(),
             clock,
