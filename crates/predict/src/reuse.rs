@@ -263,25 +263,29 @@ impl ReuseModel {
             })
     }
 
-    /// Whether the copy a prefetch refilled (as reported) is fresh at `t`.
-    fn refilled_at(&self, s: &EntityState, t: i64) -> bool {
-        s.refill > s.fill && t >= s.refill && t < s.refill.saturating_add(self.window_us)
+    /// Until when the copy a prefetch refilled (as reported) is fresh; `i64::MIN` if none was
+    /// reported since `fill`.
+    fn refill_until(&self, s: &EntityState) -> i64 {
+        if s.refill > s.fill {
+            s.refill.saturating_add(self.window_us)
+        } else {
+            i64::MIN
+        }
     }
 
-    /// Until when `key`'s cached copy (as last filled by a read) is assumed fresh; `None` for
-    /// an entity not tracked, or without a data-age limit.
+    /// Whether the copy a prefetch refilled (as reported) is fresh at `t`.
+    fn refilled_at(&self, s: &EntityState, t: i64) -> bool {
+        t >= s.refill && t < self.refill_until(s)
+    }
+
+    /// Until when `key`'s cached copy (filled by a read, or refilled by a reported prefetch) is
+    /// assumed fresh; `None` for an entity not tracked, or without a data-age limit.
     pub fn fresh_until(&self, key: &EntityKey) -> Option<i64> {
         if self.window_us <= 0 {
             return None;
         }
-        self.state(key).map(|s| {
-            let refilled = if s.refill > s.fill {
-                s.refill.saturating_add(self.window_us)
-            } else {
-                i64::MIN
-            };
-            self.start_of(s.fill, 1).max(refilled)
-        })
+        self.state(key)
+            .map(|s| self.start_of(s.fill, 1).max(self.refill_until(s)))
     }
 
     fn sleep_slot(st: &EntityState) -> usize {
