@@ -12,7 +12,8 @@
 //! After criterion's estimates (means), a summary on stdout gives what the targets are stated
 //! in: the MEDIAN and p99 of single batch-1 calls timed one by one, the median throughput of
 //! `server_batch_256` in predictions/s, and the median load time; for the default network and
-//! for one with 400 event types (as large as the largest `tax2017` log's vocabulary).
+//! for one with 400 event types (as large as the largest `tax2017` log's vocabulary), each as
+//! the default GRU and as the two-layer Transformer that `--network transformer` trains.
 //!
 //! Run: `cargo bench -p prescient-neural --bench inference`.
 
@@ -25,7 +26,7 @@ use futures::FutureExt;
 use prescient_core::{
     EntityRef, Event, Observe, OnlineModel, PredictRequest, Predictor, Timestamp,
 };
-use prescient_neural::{NeuralConfig, NeuralModel, NeuralPredictor, NeuralServer};
+use prescient_neural::{Cell, NeuralConfig, NeuralModel, NeuralPredictor, NeuralServer};
 
 fn event(case: usize, i: usize) -> Event {
     let t = format!("t{}", (case * 7 + i * 3) % 10);
@@ -38,10 +39,10 @@ fn event(case: usize, i: usize) -> Event {
 }
 
 fn model() -> NeuralModel {
-    model_with_types(10)
+    model_with(10, Cell::Gru)
 }
 
-fn model_with_types(types: usize) -> NeuralModel {
+fn model_with(types: usize, cell: Cell) -> NeuralModel {
     let cases: Vec<Vec<Event>> = (0..200.max(types / 2))
         .map(|c| {
             (0..4 + c % 8)
@@ -55,7 +56,7 @@ fn model_with_types(types: usize) -> NeuralModel {
         .collect();
     let cfg = NeuralConfig {
         epochs: 1,
-        ..NeuralConfig::default()
+        ..NeuralConfig::for_cell(cell)
     };
     match NeuralModel::train(&cases, &cfg, &mut |_| {}) {
         Ok((m, _)) => m,
@@ -140,8 +141,8 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// Times calls one by one and prints the medians the targets are stated in.
-fn summary(types: usize) {
-    let m = model_with_types(types);
+fn summary(types: usize, cell: Cell) {
+    let m = model_with(types, cell);
     // batch 1
     let mut p = NeuralPredictor::new(Arc::new(m.clone()));
     let stream: Vec<Event> = (0..2000)
@@ -189,7 +190,7 @@ fn summary(types: usize) {
         .collect();
     let load = median(&mut loads);
     println!(
-        "summary ({types} event types): batch-1 median {med:.1} us, p99 {p99:.1} us; \
+        "summary ({cell}, {types} event types): batch-1 median {med:.1} us, p99 {p99:.1} us; \
          batched (256) median {rate:.0} predictions/s; load median {load:.2} ms"
     );
 }
@@ -199,6 +200,8 @@ criterion_group!(benches, bench);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    summary(10);
-    summary(400);
+    for cell in [Cell::Gru, Cell::Transformer] {
+        summary(10, cell);
+        summary(400, cell);
+    }
 }

@@ -17,7 +17,7 @@ use crate::calibrate::TopCalibration;
 use crate::error::NeuralError;
 use crate::features::{FeatureSpec, Vocab};
 use crate::model::{EnsembleMix, ModelInfo, NeuralModel};
-use crate::net::Arch;
+use crate::net::{Arch, Cell};
 
 /// The `format` field of `meta.json`.
 pub const FORMAT: &str = "prescient-neural";
@@ -35,7 +35,7 @@ pub struct Meta {
     pub format: String,
     /// The artifact format version.
     pub format_version: u32,
-    /// The recurrent cell (`gru`).
+    /// The sequence body: `gru` or `transformer` (the same as `arch.cell`).
     pub cell: String,
     /// The event types, in token order.
     pub vocabulary: Vec<SmolStr>,
@@ -80,7 +80,7 @@ impl NeuralModel {
         Meta {
             format: FORMAT.to_owned(),
             format_version: FORMAT_VERSION,
-            cell: "gru".to_owned(),
+            cell: self.net.arch().cell.name().to_owned(),
             vocabulary: self.vocab.types().to_vec(),
             features: self.spec.clone(),
             arch: self.net.arch(),
@@ -140,10 +140,23 @@ impl NeuralModel {
         }
         let meta: Meta = serde_json::from_value(probe)
             .map_err(|e| artifact_err(&meta_path, format!("invalid metadata: {e}")))?;
-        if meta.cell != "gru" {
+        let cell: Cell = meta.cell.parse().map_err(|_| {
+            artifact_err(
+                &meta_path,
+                format!(
+                    "unknown cell {:?}; this build knows \"gru\" and \"transformer\"",
+                    meta.cell
+                ),
+            )
+        })?;
+        if cell != meta.arch.cell {
             return Err(artifact_err(
                 &meta_path,
-                format!("unknown cell {:?}; this build knows \"gru\"", meta.cell),
+                format!(
+                    "the cell is {:?} but the network's shape says {:?}",
+                    meta.cell,
+                    meta.arch.cell.name()
+                ),
             ));
         }
         let vocab = Vocab::new(meta.vocabulary.iter().cloned());

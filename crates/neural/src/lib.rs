@@ -1,8 +1,8 @@
 //! The neural sequence predictor of Prescient.
 //!
-//! A GRU reads each case's event history — event-type embeddings plus time features (log1p
-//! seconds since the previous event and since the case start, time of day, weekday, position) —
-//! and predicts the next event type (or the end of the case) and the time until it. It is
+//! A GRU (the default) or a causal Transformer encoder ([`Cell`]) reads each case's event
+//! history — event-type embeddings plus time features (log1p seconds since the previous event
+//! and since the case start, time of day, weekday, position) — and predicts the next event type (or the end of the case) and the time until it. It is
 //! trained on the CPU with candle ([`NeuralModel::train`]), calibrated by temperature scaling and
 //! then Platt scaling of the top-1 confidence ([`TopCalibration`]) on validation cases, saved as safetensors plus `meta.json` ([`NeuralModel::save`],
 //! [`NeuralModel::load`]), and served three ways: batched over explicit contexts
@@ -43,6 +43,7 @@ pub use ensemble::{
 pub use error::NeuralError;
 pub use learn::{NeuralLearner, ProgressFn};
 pub use model::{EnsembleMix, ModelInfo, NeuralModel, NextTypeDistribution};
+pub use net::{Arch, Cell};
 pub use online::{ContextStore, NeuralPredictor, case_key};
 pub use progress::ProgressBarReporter;
 pub use server::NeuralServer;

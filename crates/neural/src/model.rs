@@ -15,7 +15,7 @@ use crate::calibrate::TopCalibration;
 use crate::config::TrainReport;
 use crate::error::NeuralError;
 use crate::features::{Encoded, FeatureSpec, N_FEATURES, Vocab, encode_context};
-use crate::net::{Arch, Net};
+use crate::net::{Arch, Cell, LN_EPS, Net, TF_HEADS};
 
 /// Contexts per forward pass inside [`NeuralModel::predict_batch`].
 const CHUNK: usize = 256;
@@ -43,19 +43,46 @@ pub struct NeuralModel {
     fast: Arc<FastWeights>,
 }
 
-/// Inference weights as row-major vectors, for [`NeuralModel::step_batch`] on a few cases.
+/// Inference weights as row-major vectors, for [`NeuralModel::step_batch`] on a few cases
+/// (and on any number of cases for a Transformer).
 #[derive(Debug)]
 struct FastWeights {
     emb: Vec<f32>,
-    /// Per layer: w_ih, w_hh, b_ih, b_hh.
-    layers: Vec<[Vec<f32>; 4]>,
+    body: FastBody,
     head_w: Vec<f32>,
     head_b: Vec<f32>,
     time_w: Vec<f32>,
     time_b: f32,
 }
 
-/// Batches up to this size step on the plain-vector path.
+#[derive(Debug)]
+enum FastBody {
+    /// Per layer: w_ih, w_hh, b_ih, b_hh.
+    Gru(Vec<[Vec<f32>; 4]>),
+    Transformer {
+        inp_w: Vec<f32>,
+        inp_b: Vec<f32>,
+        layers: Vec<FastTf>,
+        lnf: [Vec<f32>; 2],
+    },
+}
+
+/// One Transformer layer's weights.
+#[derive(Debug)]
+struct FastTf {
+    ln1: [Vec<f32>; 2],
+    qkv_w: Vec<f32>,
+    qkv_b: Vec<f32>,
+    out_w: Vec<f32>,
+    out_b: Vec<f32>,
+    ln2: [Vec<f32>; 2],
+    ff1_w: Vec<f32>,
+    ff1_b: Vec<f32>,
+    ff2_w: Vec<f32>,
+    ff2_b: Vec<f32>,
+}
+
+/// Batches up to this size step on the plain-vector path (a Transformer always does).
 const FAST_MAX: usize = 4;
 
 fn flat(weights: &HashMap<String, Tensor>, name: &str) -> Result<Vec<f32>, NeuralError> {
@@ -74,35 +101,99 @@ fn matvec_add(w: &[f32], x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `b + W x`.
+fn affine(w: &[f32], b: &[f32], x: &[f32]) -> Vec<f32> {
+    let mut out = b.to_vec();
+    matvec_add(w, x, &mut out);
+    out
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// GELU, tanh approximation, as candle's `gelu`.
+fn gelu(v: f32) -> f32 {
+    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+    0.5 * v * (1.0 + (SQRT_TWO_OVER_PI * v * (1.0 + 0.044_715 * v * v)).tanh())
+}
+
+/// Layer norm with weight and bias, as `net.rs` computes it.
+fn layer_norm(x: &[f32], [w, b]: &[Vec<f32>; 2]) -> Vec<f32> {
+    let n = x.len().max(1) as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + LN_EPS).sqrt();
+    x.iter()
+        .zip(w.iter().zip(b))
+        .map(|(v, (w, b))| (v - mean) * inv * w + b)
+        .collect()
+}
+
 impl FastWeights {
     fn new(weights: &HashMap<String, Tensor>, arch: Arch) -> Result<FastWeights, NeuralError> {
-        let mut layers = Vec::with_capacity(arch.layers);
-        for l in 0..arch.layers {
-            let input = if l == 0 {
-                arch.embed_dim + N_FEATURES
-            } else {
-                arch.hidden
-            };
-            let w_ih = flat(weights, &format!("gru{l}.weight_ih_l0"))?;
-            if w_ih.len() != 3 * arch.hidden * input {
-                return Err(NeuralError::Config(format!(
-                    "gru{l} has the wrong input width"
-                )));
+        let body = match arch.cell {
+            Cell::Gru => {
+                let mut layers = Vec::with_capacity(arch.layers);
+                for l in 0..arch.layers {
+                    let input = if l == 0 { arch.input() } else { arch.hidden };
+                    let w_ih = flat(weights, &format!("gru{l}.weight_ih_l0"))?;
+                    if w_ih.len() != 3 * arch.hidden * input {
+                        return Err(NeuralError::Config(format!(
+                            "gru{l} has the wrong input width"
+                        )));
+                    }
+                    layers.push([
+                        w_ih,
+                        flat(weights, &format!("gru{l}.weight_hh_l0"))?,
+                        flat(weights, &format!("gru{l}.bias_ih_l0"))?,
+                        flat(weights, &format!("gru{l}.bias_hh_l0"))?,
+                    ]);
+                }
+                FastBody::Gru(layers)
             }
-            layers.push([
-                w_ih,
-                flat(weights, &format!("gru{l}.weight_hh_l0"))?,
-                flat(weights, &format!("gru{l}.bias_ih_l0"))?,
-                flat(weights, &format!("gru{l}.bias_hh_l0"))?,
-            ]);
-        }
+            Cell::Transformer => {
+                let pair = |p: &str| -> Result<[Vec<f32>; 2], NeuralError> {
+                    Ok([
+                        flat(weights, &format!("{p}.weight"))?,
+                        flat(weights, &format!("{p}.bias"))?,
+                    ])
+                };
+                let mut layers = Vec::with_capacity(arch.layers);
+                for l in 0..arch.layers {
+                    let p = format!("tf{l}");
+                    let [qkv_w, qkv_b] = pair(&format!("{p}.qkv"))?;
+                    let [out_w, out_b] = pair(&format!("{p}.out"))?;
+                    let [ff1_w, ff1_b] = pair(&format!("{p}.ff1"))?;
+                    let [ff2_w, ff2_b] = pair(&format!("{p}.ff2"))?;
+                    layers.push(FastTf {
+                        ln1: pair(&format!("{p}.ln1"))?,
+                        qkv_w,
+                        qkv_b,
+                        out_w,
+                        out_b,
+                        ln2: pair(&format!("{p}.ln2"))?,
+                        ff1_w,
+                        ff1_b,
+                        ff2_w,
+                        ff2_b,
+                    });
+                }
+                let [inp_w, inp_b] = pair("inp")?;
+                if inp_w.len() != arch.hidden * arch.input() {
+                    return Err(NeuralError::Config("inp has the wrong input width".into()));
+                }
+                FastBody::Transformer {
+                    inp_w,
+                    inp_b,
+                    layers,
+                    lnf: pair("lnf")?,
+                }
+            }
+        };
         Ok(FastWeights {
             emb: flat(weights, "emb.weight")?,
-            layers,
+            body,
             head_w: flat(weights, "head.weight")?,
             head_b: flat(weights, "head.bias")?,
             time_w: flat(weights, "time.weight")?,
@@ -110,11 +201,14 @@ impl FastWeights {
         })
     }
 
-    /// One GRU step for one case, as `candle_nn::rnn::GRU::step` computes it; returns the new
-    /// per-layer states, the logits and the time output.
+    /// One step for one case, as the network computes it; returns the new per-layer states,
+    /// the logits and the time output. A GRU's state is its hidden vector per layer, as
+    /// `candle_nn::rnn::GRU::step` computes it; a Transformer's is its keys and values per
+    /// layer (`[k, v]` per event, the last `max_len` events).
     fn step(
         &self,
         arch: Arch,
+        max_len: usize,
         state: Option<&CaseState>,
         input: &StepInput,
     ) -> (CaseState, Vec<f32>, f32) {
@@ -123,30 +217,88 @@ impl FastWeights {
         let tok = (input.token as usize).min(arch.vocab);
         let mut x: Vec<f32> = self.emb[tok * e..(tok + 1) * e].to_vec();
         x.extend_from_slice(&input.features);
-        let mut out = Vec::with_capacity(self.layers.len());
-        for (l, [w_ih, w_hh, b_ih, b_hh]) in self.layers.iter().enumerate() {
-            let prev: Vec<f32> = state
-                .and_then(|s| s.get(l))
-                .filter(|v| v.len() == h)
-                .cloned()
-                .unwrap_or_else(|| vec![0.0; h]);
-            let mut gi = b_ih.clone();
-            matvec_add(w_ih, &x, &mut gi);
-            let mut gh = b_hh.clone();
-            matvec_add(w_hh, &prev, &mut gh);
-            let next: Vec<f32> = (0..h)
-                .map(|j| {
-                    let r = sigmoid(gi[j] + gh[j]);
-                    let z = sigmoid(gi[h + j] + gh[h + j]);
-                    let n = (gi[2 * h + j] + r * gh[2 * h + j]).tanh();
-                    z * prev[j] + (1.0 - z) * n
-                })
-                .collect();
-            x = next.clone();
-            out.push(next);
+        let mut out = Vec::new();
+        match &self.body {
+            FastBody::Gru(layers) => {
+                for (l, [w_ih, w_hh, b_ih, b_hh]) in layers.iter().enumerate() {
+                    let prev: Vec<f32> = state
+                        .and_then(|s| s.get(l))
+                        .filter(|v| v.len() == h)
+                        .cloned()
+                        .unwrap_or_else(|| vec![0.0; h]);
+                    let gi = affine(w_ih, b_ih, &x);
+                    let gh = affine(w_hh, b_hh, &prev);
+                    let next: Vec<f32> = (0..h)
+                        .map(|j| {
+                            let r = sigmoid(gi[j] + gh[j]);
+                            let z = sigmoid(gi[h + j] + gh[h + j]);
+                            let n = (gi[2 * h + j] + r * gh[2 * h + j]).tanh();
+                            z * prev[j] + (1.0 - z) * n
+                        })
+                        .collect();
+                    x = next.clone();
+                    out.push(next);
+                }
+            }
+            FastBody::Transformer {
+                inp_w,
+                inp_b,
+                layers,
+                lnf,
+            } => {
+                x = affine(inp_w, inp_b, &x);
+                let dh = h / TF_HEADS;
+                let scale = 1.0 / (dh as f32).sqrt();
+                for (l, w) in layers.iter().enumerate() {
+                    let mut cache: Vec<f32> = state
+                        .and_then(|s| s.get(l))
+                        .filter(|v| v.len().is_multiple_of(2 * h))
+                        .cloned()
+                        .unwrap_or_default();
+                    let qkv = affine(&w.qkv_w, &w.qkv_b, &layer_norm(&x, &w.ln1));
+                    cache.extend_from_slice(&qkv[h..3 * h]);
+                    let keep = max_len.max(1) * 2 * h;
+                    if cache.len() > keep {
+                        cache.drain(..cache.len() - keep);
+                    }
+                    let t = cache.len() / (2 * h);
+                    let mut y = vec![0.0f32; h];
+                    let mut scores = vec![0.0f32; t];
+                    for head in 0..TF_HEADS {
+                        let q = &qkv[head * dh..(head + 1) * dh];
+                        for (p, s) in scores.iter_mut().enumerate() {
+                            let k = &cache[p * 2 * h + head * dh..p * 2 * h + (head + 1) * dh];
+                            *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        }
+                        let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        let mut z = 0.0;
+                        for s in &mut scores {
+                            *s = (*s - m).exp();
+                            z += *s;
+                        }
+                        let yh = &mut y[head * dh..(head + 1) * dh];
+                        for (p, s) in scores.iter().enumerate() {
+                            let v =
+                                &cache[p * 2 * h + h + head * dh..p * 2 * h + h + (head + 1) * dh];
+                            for (o, vv) in yh.iter_mut().zip(v) {
+                                *o += s / z * vv;
+                            }
+                        }
+                    }
+                    let o = affine(&w.out_w, &w.out_b, &y);
+                    x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+                    let f: Vec<f32> = affine(&w.ff1_w, &w.ff1_b, &layer_norm(&x, &w.ln2))
+                        .into_iter()
+                        .map(gelu)
+                        .collect();
+                    let f = affine(&w.ff2_w, &w.ff2_b, &f);
+                    x.iter_mut().zip(&f).for_each(|(a, b)| *a += b);
+                    out.push(cache);
+                }
+                x = layer_norm(&x, lnf);
+            }
         }
-        let mut logits = self.head_b.clone();
-        matvec_add(&self.head_w, &x, &mut logits);
+        let logits = affine(&self.head_w, &self.head_b, &x);
         let time = self.time_b + self.time_w.iter().zip(&x).map(|(a, b)| a * b).sum::<f32>();
         (out, logits, time)
     }
@@ -247,7 +399,8 @@ impl NextTypeDistribution {
     }
 }
 
-/// The hidden state of a case after its last event: one vector per GRU layer.
+/// The state of a case after its last event, one vector per layer: a GRU's hidden state, or
+/// a Transformer's keys and values.
 pub(crate) type CaseState = Vec<Vec<f32>>;
 
 /// One event to advance a case's state by.
@@ -454,11 +607,11 @@ impl NeuralModel {
         if b == 0 {
             return Ok((Vec::new(), Vec::new()));
         }
-        if b <= FAST_MAX {
+        if b <= FAST_MAX || arch.cell == Cell::Transformer {
             let mut new_states = Vec::with_capacity(b);
             let mut dists = Vec::with_capacity(b);
             for (s, input) in states.iter().zip(inputs) {
-                let (state, logits, time) = self.fast.step(arch, *s, input);
+                let (state, logits, time) = self.fast.step(arch, self.spec.max_len, *s, input);
                 dists.push(self.distribution(&logits, time));
                 new_states.push(state);
             }
@@ -481,7 +634,10 @@ impl NeuralModel {
         let feats: Vec<f32> = inputs.iter().flat_map(|s| s.features).collect();
         let tokens = Tensor::from_vec(tokens, b, &dev)?;
         let feats = Tensor::from_vec(feats, (b, N_FEATURES), &dev)?;
-        let next = self.net.step(&layer_states, &tokens, &feats)?;
+        let next = self
+            .net
+            .step(&layer_states, &tokens, &feats)?
+            .ok_or_else(|| NeuralError::Config("only a GRU steps in batches".into()))?;
         let top = next
             .last()
             .ok_or_else(|| NeuralError::Config("the network has no layers".into()))?;

@@ -1,5 +1,6 @@
 //! Serving a model online: [`ContextStore`] keeps each case's recent history and the network's
-//! hidden state after its last event, so a prediction costs one GRU step, and
+//! state after its last event (a GRU's hidden state, a Transformer's keys and values), so a
+//! prediction costs one step, and
 //! [`NeuralPredictor`] wraps it as an [`OnlineModel`].
 //!
 //! A case is the entity of an event whose role is `case`, else its first entity. Cases are

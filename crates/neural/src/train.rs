@@ -266,7 +266,7 @@ fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>, NeuralError> {
 }
 
 /// Overwrites candle's (unseeded) initial weights with seeded ones: uniform ±1/sqrt(fan_in)
-/// for matrices, zero biases, uniform ±1 embeddings.
+/// for matrices, zero biases, unit layer-norm weights, uniform ±1 embeddings.
 fn seeded_init(varmap: &VarMap, rng: &mut SmallRng, dev: &Device) -> Result<(), NeuralError> {
     let data = varmap
         .data()
@@ -278,8 +278,11 @@ fn seeded_init(varmap: &VarMap, rng: &mut SmallRng, dev: &Device) -> Result<(), 
         let Some(var) = data.get(name) else { continue };
         let dims = var.dims().to_vec();
         let n: usize = dims.iter().product();
+        let norm = name.starts_with("lnf") || name.contains(".ln");
         let vals: Vec<f32> = if name.contains("bias") {
             vec![0.0; n]
+        } else if norm {
+            vec![1.0; n]
         } else {
             let bound = if name.starts_with("emb") {
                 1.0
@@ -346,7 +349,9 @@ impl NeuralModel {
             embed_dim: cfg.embed_dim,
             hidden: cfg.hidden,
             layers: cfg.layers,
+            cell: cfg.cell,
         };
+        arch.check().map_err(NeuralError::Config)?;
         let varmap = VarMap::new();
         let net = Net::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
         let mut rng = SmallRng::seed_from_u64(cfg.seed);

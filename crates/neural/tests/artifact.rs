@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use prescient_core::{EntityRef, Event, Timestamp};
-use prescient_neural::{NeuralConfig, NeuralError, NeuralModel};
+use prescient_neural::{Cell, NeuralConfig, NeuralError, NeuralModel};
 
 fn cases() -> Vec<Vec<Event>> {
     (0..16)
@@ -193,4 +193,43 @@ fn the_ensemble_mix_is_saved_and_an_impossible_one_refused() {
         "meta.json",
     );
     assert!(problem.contains("ensemble.weight"), "{problem}");
+}
+
+#[test]
+fn a_transformer_round_trips_and_its_cell_is_checked() {
+    let cfg = NeuralConfig {
+        embed_dim: 4,
+        hidden: 8,
+        layers: 2,
+        cell: Cell::Transformer,
+        epochs: 2,
+        batch: 4,
+        ..NeuralConfig::default()
+    };
+    let m = NeuralModel::train(&cases(), &cfg, &mut |_| {})
+        .expect("training")
+        .0;
+    let dir = tempfile::tempdir().expect("tempdir");
+    m.save(dir.path()).expect("save");
+    let loaded = NeuralModel::load(dir.path()).expect("load");
+    assert_eq!(loaded.arch().cell, Cell::Transformer);
+    let data = cases();
+    let ctx: Vec<&[Event]> = data.iter().map(|c| &c[..3]).collect();
+    assert_eq!(
+        m.predict_batch(&ctx).expect("predict"),
+        loaded.predict_batch(&ctx).expect("predict")
+    );
+    // the cell named at the top must be the network's
+    edit_meta(dir.path(), |v| v["cell"] = "gru".into());
+    let problem = artifact_problem(
+        NeuralModel::load(dir.path()).expect_err("cell mismatch"),
+        "meta.json",
+    );
+    assert!(problem.contains("transformer"), "{problem}");
+    edit_meta(dir.path(), |v| v["cell"] = "lstm".into());
+    let problem = artifact_problem(
+        NeuralModel::load(dir.path()).expect_err("unknown cell"),
+        "meta.json",
+    );
+    assert!(problem.contains("unknown cell"), "{problem}");
 }

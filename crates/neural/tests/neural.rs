@@ -6,7 +6,9 @@ use futures::FutureExt;
 use prescient_core::{
     EntityRef, Event, Observe, OnlineModel, PredictRequest, Predictor, Timestamp,
 };
-use prescient_neural::{NeuralConfig, NeuralError, NeuralModel, NeuralPredictor, NeuralServer};
+use prescient_neural::{
+    Cell, NeuralConfig, NeuralError, NeuralModel, NeuralPredictor, NeuralServer,
+};
 
 /// A deterministic process that needs two events of memory: after `x` comes `y` if the event
 /// before `x` was `start` or `z`, else `z`; cases end after `len` events.
@@ -251,4 +253,66 @@ fn server_batches_match_one_by_one_and_survive_a_swap() {
             many.swap((**model).clone()).expect("swap");
         }
     }
+}
+
+fn trained_transformer() -> &'static Arc<NeuralModel> {
+    static MODEL: OnceLock<Arc<NeuralModel>> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let cfg = NeuralConfig {
+            cell: Cell::Transformer,
+            layers: 2,
+            lr: 0.01,
+            ..tiny()
+        };
+        let (m, _) = NeuralModel::train(&cases(60), &cfg, &mut |_| {}).expect("training");
+        Arc::new(m)
+    })
+}
+
+#[test]
+fn a_transformer_learns_the_process_too() {
+    let model = trained_transformer();
+    assert_eq!(model.arch().cell, Cell::Transformer);
+    let test: Vec<Vec<Event>> = (100..130).map(|i| case(i, 5 + i % 6)).collect();
+    let acc = accuracy(model, &test);
+    assert!(acc > 0.95, "accuracy {acc}");
+}
+
+#[test]
+fn a_transformer_steps_with_kept_keys_as_it_reads_whole_contexts() {
+    // The online predictor advances each case one event at a time from its kept keys and
+    // values; batch prediction runs the causal encoder over the whole padded context.
+    let model = trained_transformer();
+    let mut p = NeuralPredictor::new(Arc::clone(model));
+    let (a, b) = (case(700, 9), case(701, 6));
+    let mut stream: Vec<&Event> = Vec::new();
+    for i in 0..9 {
+        stream.extend(a.get(i));
+        stream.extend(b.get(i));
+    }
+    for e in stream {
+        p.observe(e, Observe::Track);
+        let stepped = p.distribution(e).expect("step");
+        let c = if e.id.starts_with("c700") { &a } else { &b };
+        let k = c.iter().position(|x| x.id == e.id).expect("in case") + 1;
+        let whole = &model.predict_batch(&[&c[..k]]).expect("batch")[0];
+        for (x, y) in stepped.probabilities.iter().zip(&whole.probabilities) {
+            assert!((x - y).abs() < 1e-4, "{x} vs {y} after {k} events");
+        }
+        assert!((stepped.end_of_case - whole.end_of_case).abs() < 1e-4);
+        let (s, w) = (stepped.expected_seconds, whole.expected_seconds);
+        assert!((s - w).abs() <= 1e-3 * w.max(1.0), "{s} vs {w}");
+    }
+    assert_eq!(p.errors(), 0);
+}
+
+#[test]
+fn a_transformer_whose_heads_do_not_divide_its_width_is_refused() {
+    let cfg = NeuralConfig {
+        cell: Cell::Transformer,
+        hidden: 10,
+        ..tiny()
+    };
+    let err = NeuralModel::train(&cases(10), &cfg, &mut |_| {}).expect_err("bad width");
+    assert!(err.to_string().contains("multiple of 4"), "{err}");
 }

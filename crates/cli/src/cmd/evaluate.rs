@@ -94,12 +94,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (ModelKind::Ensemble, None) => {
             let fresh = cfg.clone();
             Box::new(prescient_neural::EnsembleModel::new(
-                neural_learner(),
+                neural_learner(args.model.network),
                 RelationalModel::new(cfg),
                 Box::new(move || RelationalModel::new(fresh.clone())),
             ))
         }
-        _ => build_model(kind, file.as_deref())?,
+        _ => build_model(kind, file.as_deref(), args.model.network)?,
     };
     let name = log.source.file_name().map_or_else(
         || log.source.display().to_string(),

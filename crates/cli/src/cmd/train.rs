@@ -37,6 +37,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "online")]
     pub model: TrainModel,
 
+    /// The network `--model neural` trains: `gru` (the default, the more accurate on the
+    /// `tax2017` logs) or `transformer` (a causal Transformer encoder).
+    #[arg(long, default_value = "gru", value_name = "gru|transformer")]
+    pub network: prescient_neural::Cell,
+
     /// Where to write the model (a directory for `--model neural`).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -109,7 +114,7 @@ fn train_neural(args: &Args, events: &[prescient_core::Event]) -> anyhow::Result
         cases[i].push(e.clone());
     }
     let mut bar = prescient_neural::ProgressBarReporter::new();
-    let cfg = prescient_neural::NeuralConfig::default();
+    let cfg = prescient_neural::NeuralConfig::for_cell(args.network);
     let (mut model, report) =
         prescient_neural::NeuralModel::train(&cases, &cfg, &mut |p| bar.report(p))?;
     bar.finish();
