@@ -461,6 +461,16 @@ impl NeuralModel {
             cfg.top_k,
         )?;
         model.calibration = calibration;
+        tracing::info!(
+            message = "Neural network trained.",
+            cell = %cfg.cell,
+            epochs = report.epochs,
+            best_epoch = report.best_epoch,
+            val_accuracy = report.val_accuracy,
+            val_ece = report.val_ece,
+            temperature = report.temperature,
+            seconds = report.train_seconds,
+        );
         Ok((model, report))
     }
 }
