@@ -51,6 +51,10 @@ pub struct Meta {
     /// (absent in older artifacts: the identity).
     #[serde(default)]
     pub calibration: TopCalibration,
+    /// The factor on the network's confidences in a case with a type the vocabulary does not
+    /// know (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub novelty_discount: Option<f32>,
     /// The mix with the online model chosen on validation data by `prescient train` (absent:
     /// none was chosen; serving as an ensemble then needs a weight from elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +91,7 @@ impl NeuralModel {
             temperature: self.temperature,
             top_k: self.top_k,
             calibration: self.calibration,
+            novelty_discount: self.novelty_discount,
             ensemble: self.ensemble,
             info: self.info.clone(),
         }
@@ -185,6 +190,14 @@ impl NeuralModel {
                 "calibration must have a positive finite slope and a finite offset",
             ));
         }
+        if let Some(d) = meta.novelty_discount
+            && !(d.is_finite() && (0.0..=1.0).contains(&d))
+        {
+            return Err(artifact_err(
+                &meta_path,
+                format!("novelty_discount is {d}; expected a number in [0, 1]"),
+            ));
+        }
         let weights_path = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&weights_path).map_err(io_err(&weights_path))?;
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
@@ -221,6 +234,7 @@ impl NeuralModel {
             }
         }
         model.calibration = meta.calibration;
+        model.novelty_discount = meta.novelty_discount;
         model.ensemble = meta.ensemble;
         Ok(model)
     }

@@ -35,6 +35,9 @@ pub struct NeuralModel {
     pub(crate) temperature: f32,
     /// Platt scaling of the top-1 confidence, after the temperature.
     pub(crate) calibration: TopCalibration,
+    /// The factor on the top-1 confidence in a novel case (one with a type the vocabulary does
+    /// not know), measured on the training cases ([`crate::train::novelty_discount`]).
+    pub(crate) novelty_discount: Option<f32>,
     pub(crate) info: ModelInfo,
     pub(crate) top_k: usize,
     /// The mix with the online model chosen on validation data, if one was.
@@ -355,6 +358,11 @@ pub struct NextTypeDistribution {
     pub end_of_case: f32,
     /// Expected seconds until the next event.
     pub expected_seconds: f64,
+    /// The factor by which the top-1 confidence is worth less because the case has a type
+    /// the vocabulary does not know (`None`: it has not, or no factor was measured). Not
+    /// applied to `probabilities`: the network alone applies it to its forecast, an ensemble
+    /// recalibrates its mix instead.
+    pub novelty_discount: Option<f32>,
 }
 
 impl NextTypeDistribution {
@@ -408,6 +416,8 @@ pub(crate) type CaseState = Vec<Vec<f32>>;
 pub(crate) struct StepInput {
     pub token: u32,
     pub features: [f32; N_FEATURES],
+    /// Whether the case, this event included, has a type the vocabulary does not know.
+    pub novel: bool,
 }
 
 impl NeuralModel {
@@ -433,6 +443,7 @@ impl NeuralModel {
             weights,
             temperature,
             calibration: TopCalibration::IDENTITY,
+            novelty_discount: None,
             info,
             top_k,
             ensemble: None,
@@ -463,6 +474,22 @@ impl NeuralModel {
     /// The calibration of the top-1 confidence (after the temperature).
     pub fn calibration(&self) -> TopCalibration {
         self.calibration
+    }
+
+    /// Whether the vocabulary knows `event_type`.
+    pub(crate) fn knows(&self, event_type: &str) -> bool {
+        (self.vocab.token(event_type) as usize) < self.vocab.len()
+    }
+
+    /// The factor on the confidences of the network alone in a case with a type the
+    /// vocabulary does not know (measured when training).
+    pub fn novelty_discount(&self) -> Option<f32> {
+        self.novelty_discount
+    }
+
+    /// Sets that factor (clamped to `[0, 1]`; `None`: no discount).
+    pub fn set_novelty_discount(&mut self, d: Option<f32>) {
+        self.novelty_discount = d.map(|d| d.clamp(0.0, 1.0));
     }
 
     /// The mix with the online model chosen on validation data, if one was
@@ -508,18 +535,21 @@ impl NeuralModel {
         contexts: &[&[Event]],
     ) -> Result<Vec<NextTypeDistribution>, NeuralError> {
         let mut encoded = Vec::with_capacity(contexts.len());
+        let mut novel = Vec::with_capacity(contexts.len());
         for (index, c) in contexts.iter().enumerate() {
             if c.is_empty() {
                 return Err(NeuralError::EmptyContext { index });
             }
             encoded.push(encode_context(c, &self.vocab, &self.spec));
+            novel.push(c.iter().any(|e| !self.knows(&e.event_type)));
         }
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| encoded[i].tokens.len());
         let mut out: Vec<Option<NextTypeDistribution>> = vec![None; encoded.len()];
         for chunk in order.chunks(CHUNK) {
             let items: Vec<&Encoded> = chunk.iter().map(|&i| &encoded[i]).collect();
-            let dists = self.forward_last(&items)?;
+            let flags: Vec<bool> = chunk.iter().map(|&i| novel[i]).collect();
+            let dists = self.forward_last(&items, &flags)?;
             for (&i, d) in chunk.iter().zip(dists) {
                 out[i] = Some(d);
             }
@@ -528,7 +558,11 @@ impl NeuralModel {
     }
 
     /// Runs the network over padded sequences and reads the output after each one's last event.
-    fn forward_last(&self, items: &[&Encoded]) -> Result<Vec<NextTypeDistribution>, NeuralError> {
+    fn forward_last(
+        &self,
+        items: &[&Encoded],
+        novel: &[bool],
+    ) -> Result<Vec<NextTypeDistribution>, NeuralError> {
         let b = items.len();
         let t = items
             .iter()
@@ -552,23 +586,34 @@ impl NeuralModel {
         let h = self.net.forward_seq(&tokens, &feats)?;
         let h = h.reshape((b * t, self.net.arch().hidden))?;
         let h = h.index_select(&Tensor::from_vec(last, b, &dev)?, 0)?;
-        self.distributions(&h)
+        self.distributions(&h, novel)
     }
 
-    /// Distributions from top-layer states `(B, H)`.
-    fn distributions(&self, h: &Tensor) -> Result<Vec<NextTypeDistribution>, NeuralError> {
+    /// Distributions from top-layer states `(B, H)`, of cases novel or not.
+    fn distributions(
+        &self,
+        h: &Tensor,
+        novel: &[bool],
+    ) -> Result<Vec<NextTypeDistribution>, NeuralError> {
         let (logits, time) = self.net.heads(h)?;
         let logits = logits.to_vec2::<f32>()?;
         let time = time.to_vec1::<f32>()?;
         Ok(logits
             .iter()
             .zip(time)
-            .map(|(l, z)| self.distribution(l, z))
+            .zip(novel)
+            .map(|((l, z), &n)| self.distribution(l, z, n))
             .collect())
     }
 
-    /// A calibrated distribution from one row of logits and the time output.
-    pub(crate) fn distribution(&self, logits: &[f32], time_z: f32) -> NextTypeDistribution {
+    /// A calibrated distribution from one row of logits and the time output, for a case that
+    /// is `novel` (has a type the vocabulary does not know) or not.
+    pub(crate) fn distribution(
+        &self,
+        logits: &[f32],
+        time_z: f32,
+        novel: bool,
+    ) -> NextTypeDistribution {
         let v = self.vocab.len();
         let scaled: Vec<f32> = logits.iter().map(|x| x / self.temperature).collect();
         let m_all = scaled.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -588,11 +633,13 @@ impl NeuralModel {
             }
             self.calibration.apply(&mut probabilities, top);
         }
+
         NextTypeDistribution {
             types: self.types.clone(),
             probabilities,
             end_of_case,
             expected_seconds: self.spec.seconds_from_output(time_z),
+            novelty_discount: self.novelty_discount.filter(|_| novel),
         }
     }
 
@@ -612,7 +659,7 @@ impl NeuralModel {
             let mut dists = Vec::with_capacity(b);
             for (s, input) in states.iter().zip(inputs) {
                 let (state, logits, time) = self.fast.step(arch, self.spec.max_len, *s, input);
-                dists.push(self.distribution(&logits, time));
+                dists.push(self.distribution(&logits, time, input.novel));
                 new_states.push(state);
             }
             return Ok((new_states, dists));
@@ -641,7 +688,8 @@ impl NeuralModel {
         let top = next
             .last()
             .ok_or_else(|| NeuralError::Config("the network has no layers".into()))?;
-        let dists = self.distributions(top)?;
+        let novel: Vec<bool> = inputs.iter().map(|s| s.novel).collect();
+        let dists = self.distributions(top, &novel)?;
         let mut per_case: Vec<CaseState> = vec![Vec::with_capacity(arch.layers); b];
         for layer in &next {
             for (i, row) in layer.to_vec2::<f32>()?.into_iter().enumerate() {

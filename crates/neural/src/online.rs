@@ -43,6 +43,8 @@ struct CaseContext {
     last_event: SmolStr,
     /// Model id, hidden state and the distribution after the last event.
     state: Option<(u64, CaseState, NextTypeDistribution)>,
+    /// Whether the case has a type that model's vocabulary does not know.
+    novel: bool,
 }
 
 /// Per-case contexts and hidden states, bounded, least recently used out first.
@@ -155,6 +157,7 @@ impl ContextStore {
                     start: c.start,
                     count: c.count,
                     state: c.state.as_ref().map(|s| s.1.clone()),
+                    novel: c.novel,
                 });
             }
             todo.push((i, key, view));
@@ -171,7 +174,9 @@ impl ContextStore {
             .map(|(i, _, v)| step_input(model, items[*i].0, v.as_ref()))
             .collect();
         let (new_states, dists) = model.step_batch(&states, &inputs)?;
-        for (((i, key, _), state), dist) in todo.into_iter().zip(new_states).zip(dists) {
+        for ((((i, key, _), state), dist), input) in
+            todo.into_iter().zip(new_states).zip(dists).zip(inputs)
+        {
             let (event, mode) = items[i];
             out[i] = Some(dist.clone());
             let (Some(key), true) = (key, mode != Observe::Skip) else {
@@ -186,6 +191,7 @@ impl ContextStore {
                         count: 0,
                         last_event: SmolStr::default(),
                         state: None,
+                        novel: false,
                     },
                 );
             }
@@ -197,6 +203,7 @@ impl ContextStore {
                 c.count += 1;
                 c.last_event = event.id.clone();
                 c.state = Some((model.id, state, dist));
+                c.novel = input.novel;
             }
         }
         Ok(())
@@ -210,16 +217,18 @@ struct View {
     start: Timestamp,
     count: usize,
     state: Option<CaseState>,
+    novel: bool,
 }
 
 fn step_input(model: &NeuralModel, event: &Event, ctx: Option<&View>) -> StepInput {
-    let (prev, start, index) = match ctx {
-        Some(c) => (c.prev, c.start, c.count),
-        None => (None, event.time, 0),
+    let (prev, start, index, novel) = match ctx {
+        Some(c) => (c.prev, c.start, c.count, c.novel),
+        None => (None, event.time, 0, false),
     };
     StepInput {
         token: model.vocab.token(&event.event_type),
         features: model.spec.step(prev, start, event.time, index),
+        novel: novel || !model.knows(&event.event_type),
     }
 }
 
@@ -232,10 +241,13 @@ fn refresh(model: &NeuralModel, c: &mut CaseContext) -> Result<(), NeuralError> 
     let mut state: Option<CaseState> = None;
     let mut last_dist = None;
     let mut prev = None;
+    let mut novel = false;
     for (j, (t, time)) in c.history.iter().enumerate() {
+        novel |= !model.knows(t);
         let input = StepInput {
             token: model.vocab.token(t),
             features: model.spec.step(prev, c.start, *time, first_index + j),
+            novel,
         };
         let (mut s, mut d) = model.step_batch(&[state.as_ref()], &[input])?;
         state = s.pop();
@@ -246,6 +258,7 @@ fn refresh(model: &NeuralModel, c: &mut CaseContext) -> Result<(), NeuralError> 
         (Some(s), Some(d)) => Some((model.id, s, d)),
         _ => None,
     };
+    c.novel = novel;
     Ok(())
 }
 
@@ -258,13 +271,16 @@ pub(crate) fn forecast(
     let expected_at = event.time.plus(std::time::Duration::from_secs_f64(
         dist.expected_seconds.clamp(0.0, 1e12),
     ));
+    // In a case with a type the vocabulary does not know, every probability is worth the
+    // measured share less (the rest goes to types the network cannot name); the order stays.
+    let worth = dist.novelty_discount.map_or(1.0, |d| d.clamp(0.0, 1.0));
     Forecast {
         next: dist
             .top(model.top_k)
             .into_iter()
             .map(|(event_type, probability)| NextEvent {
                 event_type,
-                probability,
+                probability: probability * worth,
                 expected_at,
             })
             .collect(),

@@ -233,3 +233,19 @@ fn a_transformer_round_trips_and_its_cell_is_checked() {
     );
     assert!(problem.contains("unknown cell"), "{problem}");
 }
+
+#[test]
+fn the_novelty_discount_is_saved_and_an_impossible_one_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut m = model();
+    m.set_novelty_discount(Some(0.4));
+    m.save(dir.path()).expect("save");
+    let loaded = NeuralModel::load(dir.path()).expect("load");
+    assert_eq!(loaded.novelty_discount(), Some(0.4));
+    edit_meta(dir.path(), |v| v["novelty_discount"] = 1.5.into());
+    let problem = artifact_problem(
+        NeuralModel::load(dir.path()).expect_err("a discount above 1"),
+        "meta.json",
+    );
+    assert!(problem.contains("novelty_discount"), "{problem}");
+}

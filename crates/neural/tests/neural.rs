@@ -316,3 +316,35 @@ fn a_transformer_whose_heads_do_not_divide_its_width_is_refused() {
     let err = NeuralModel::train(&cases(10), &cfg, &mut |_| {}).expect_err("bad width");
     assert!(err.to_string().contains("multiple of 4"), "{err}");
 }
+
+#[test]
+fn the_network_alone_discounts_cases_with_an_unknown_type() {
+    let mut m = (**trained()).clone();
+    m.set_novelty_discount(Some(0.5));
+    let m = Arc::new(m);
+    let known = case(800, 6);
+    let mut p = NeuralPredictor::new(Arc::clone(&m));
+    p.observe(&known[0], Observe::Track);
+    p.observe(&known[1], Observe::Track);
+    let d = p.distribution(&known[1]).expect("distribution");
+    assert_eq!(d.novelty_discount, None);
+    let top = p.forecast(&known[1]).top().cloned().expect("a forecast");
+    assert!((top.probability - d.probability(&top.event_type)).abs() < 1e-6);
+
+    // the same case with a type the vocabulary does not know
+    let mut novel = known.clone();
+    novel[1].event_type = "never-seen".into();
+    let mut q = NeuralPredictor::new(Arc::clone(&m));
+    q.observe(&novel[0], Observe::Track);
+    q.observe(&novel[1], Observe::Track);
+    let d = q.distribution(&novel[1]).expect("distribution");
+    assert_eq!(d.novelty_discount, Some(0.5));
+    // the forecast is worth half; the distribution an ensemble mixes is not discounted
+    let top = q.forecast(&novel[1]).top().cloned().expect("a forecast");
+    assert!((top.probability - 0.5 * d.probability(&top.event_type)).abs() < 1e-6);
+    assert!(d.probability(&top.event_type) > 0.0);
+    // a later event of the case stays novel
+    q.observe(&novel[2], Observe::Track);
+    let later = q.distribution(&novel[2]).expect("distribution");
+    assert_eq!(later.novelty_discount, Some(0.5));
+}
