@@ -133,8 +133,8 @@ pub struct ModelArgs {
     pub model: String,
 
     /// The network that `--model neural|ensemble` trains when it is not given an artifact
-    /// (`evaluate` trains on the protocol's training part): `gru` (the default, the more
-    /// accurate on the `tax2017` logs) or `transformer`.
+    /// (`evaluate` trains on the protocol's training part): `gru` (the default: more accurate on
+    /// three of the four `tax2017` logs, and faster) or `transformer`.
     #[arg(long, default_value = "gru", value_name = "gru|transformer")]
     pub network: prescient_neural::Cell,
 }
