@@ -19,8 +19,9 @@ pub enum ModelKind {
     Simple,
     /// Only the reuse-time part of the default model: refreshes timed to the data-age limit.
     Reuse,
-    /// The neural sequence model (a GRU, or `--network transformer`): trained on the learned events when first asked to
-    /// predict, or loaded from an artifact directory written by `prescient train --model neural`.
+    /// The neural sequence model (a GRU, or `--network transformer`): trained on the learned
+    /// events when first asked to predict, or loaded from an artifact directory written by
+    /// `prescient train --model neural`.
     Neural,
     /// The neural next-type distribution mixed with the online model's by a weight chosen on
     /// validation data; entities from the online model.

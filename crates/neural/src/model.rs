@@ -476,9 +476,9 @@ impl NeuralModel {
         self.calibration
     }
 
-    /// Whether the vocabulary knows `event_type`.
-    pub(crate) fn knows(&self, event_type: &str) -> bool {
-        (self.vocab.token(event_type) as usize) < self.vocab.len()
+    /// Whether `token` is a known type's, not the unknown token.
+    pub(crate) fn knows(&self, token: u32) -> bool {
+        (token as usize) < self.vocab.len()
     }
 
     /// The factor on the confidences of the network alone in a case with a type the
@@ -541,7 +541,10 @@ impl NeuralModel {
                 return Err(NeuralError::EmptyContext { index });
             }
             encoded.push(encode_context(c, &self.vocab, &self.spec));
-            novel.push(c.iter().any(|e| !self.knows(&e.event_type)));
+            novel.push(
+                c.iter()
+                    .any(|e| !self.knows(self.vocab.token(&e.event_type))),
+            );
         }
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         order.sort_by_key(|&i| encoded[i].tokens.len());

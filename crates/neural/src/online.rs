@@ -225,10 +225,11 @@ fn step_input(model: &NeuralModel, event: &Event, ctx: Option<&View>) -> StepInp
         Some(c) => (c.prev, c.start, c.count, c.novel),
         None => (None, event.time, 0, false),
     };
+    let token = model.vocab.token(&event.event_type);
     StepInput {
-        token: model.vocab.token(&event.event_type),
+        token,
         features: model.spec.step(prev, start, event.time, index),
-        novel: novel || !model.knows(&event.event_type),
+        novel: novel || !model.knows(token),
     }
 }
 
@@ -243,9 +244,10 @@ fn refresh(model: &NeuralModel, c: &mut CaseContext) -> Result<(), NeuralError> 
     let mut prev = None;
     let mut novel = false;
     for (j, (t, time)) in c.history.iter().enumerate() {
-        novel |= !model.knows(t);
+        let token = model.vocab.token(t);
+        novel |= !model.knows(token);
         let input = StepInput {
-            token: model.vocab.token(t),
+            token,
             features: model.spec.step(prev, c.start, *time, first_index + j),
             novel,
         };
