@@ -132,11 +132,104 @@ struct EntityState {
     asleep: bool,
 }
 
+/// See [`ReuseModel::prefix`].
+#[derive(Debug, Clone, Copy)]
+struct Prefix {
+    h: [u64; NUM_FEATURES],
+    hot: bool,
+}
+
 #[derive(Debug, Clone)]
 struct Slot {
     key: EntityKey,
     st: EntityState,
     live: bool,
+}
+
+/// What the model assumes of an entity's cached copy: the fields [`ReuseModel::fresh_until`]
+/// and [`ReuseModel::copy_fresh`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CopyState {
+    fill: i64,
+    refill: i64,
+    refreshed: u32,
+}
+
+impl CopyState {
+    fn of(st: &EntityState) -> Self {
+        CopyState {
+            fill: st.fill,
+            refill: st.refill,
+            refreshed: st.refreshed,
+        }
+    }
+}
+
+/// The copies that changed while a journal was kept ([`ReuseModel::keep_journal`]): per entity,
+/// in order, the step (event of a batch) that changed it and the copy before the change
+/// (`None`: not tracked). So the copies as they were after any step of the batch can be read
+/// once the batch is done ([`CopiesAt`]).
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    step: u32,
+    changes: FxHashMap<EntityKey, Vec<(u32, Option<CopyState>)>>,
+}
+
+impl Journal {
+    /// The copy of `key` after step `step`, if it changed after that step (`None`: it did
+    /// not, so the model's current copy is the one).
+    fn before_later_change(&self, key: &EntityKey, step: u32) -> Option<Option<CopyState>> {
+        let changes = self.changes.get(key)?;
+        changes
+            .iter()
+            .find(|(at, _)| *at > step)
+            .map(|&(_, copy)| copy)
+    }
+}
+
+/// Reads an entity's cached copy as the model assumes it.
+pub(crate) trait Copies {
+    /// See [`ReuseModel::fresh_until`].
+    fn fresh_until(&self, key: &EntityKey) -> Option<i64>;
+    /// See [`ReuseModel::copy_fresh`].
+    fn copy_fresh(&self, key: &EntityKey, now: i64) -> bool;
+}
+
+impl Copies for ReuseModel {
+    fn fresh_until(&self, key: &EntityKey) -> Option<i64> {
+        ReuseModel::fresh_until(self, key)
+    }
+
+    fn copy_fresh(&self, key: &EntityKey, now: i64) -> bool {
+        ReuseModel::copy_fresh(self, key, now)
+    }
+}
+
+/// The copies as they were right after step `step` of a journaled batch.
+pub(crate) struct CopiesAt<'a> {
+    pub(crate) reuse: &'a ReuseModel,
+    pub(crate) journal: &'a Journal,
+    pub(crate) step: u32,
+}
+
+impl CopiesAt<'_> {
+    fn copy(&self, key: &EntityKey) -> Option<CopyState> {
+        match self.journal.before_later_change(key, self.step) {
+            Some(copy) => copy,
+            None => self.reuse.state(key).map(CopyState::of),
+        }
+    }
+}
+
+impl Copies for CopiesAt<'_> {
+    fn fresh_until(&self, key: &EntityKey) -> Option<i64> {
+        self.reuse.fresh_until_of(self.copy(key)?)
+    }
+
+    fn copy_fresh(&self, key: &EntityKey, now: i64) -> bool {
+        self.copy(key)
+            .is_some_and(|c| self.reuse.copy_fresh_of(&c, now))
+    }
 }
 
 /// The online reuse-time model. See the [module documentation](self).
@@ -191,6 +284,8 @@ pub struct ReuseModel {
     /// The driver reports the prefetches that filled the cache ([`OnlineModel::filled`]): a
     /// copy counts as refreshed when one did, not when a window was predicted likely enough.
     fed: bool,
+    /// While kept, the copies that change (see [`Journal`]).
+    journal: Option<Journal>,
 }
 
 const SLEEP_SLOTS: usize = 4096;
@@ -243,6 +338,7 @@ impl ReuseModel {
             predicted: 0,
             sleep: vec![[0; 2]; SLEEP_SLOTS],
             fed: false,
+            journal: None,
             cfg,
         }
     }
@@ -255,37 +351,71 @@ impl ReuseModel {
     /// Whether `key`'s cached copy is assumed fresh at `now`: filled (by a read that missed, or
     /// by a predicted refresh) less than one window before.
     pub fn copy_fresh(&self, key: &EntityKey, now: i64) -> bool {
+        self.state(key)
+            .is_some_and(|s| self.copy_fresh_of(&CopyState::of(s), now))
+    }
+
+    fn copy_fresh_of(&self, c: &CopyState, now: i64) -> bool {
         self.window_us > 0
-            && self.state(key).is_some_and(|s| {
-                now < self.start_of(s.fill, 1)
-                    || self.refilled_at(s, now)
-                    || (s.refreshed != 0 && self.window_of(s.fill, now) == s.refreshed)
-            })
+            && (now < self.start_of(c.fill, 1)
+                || self.refilled_at(c, now)
+                || (c.refreshed != 0 && self.window_of(c.fill, now) == c.refreshed))
     }
 
     /// Until when the copy a prefetch refilled (as reported) is fresh; `i64::MIN` if none was
     /// reported since `fill`.
-    fn refill_until(&self, s: &EntityState) -> i64 {
-        if s.refill > s.fill {
-            s.refill.saturating_add(self.window_us)
+    fn refill_until(&self, c: &CopyState) -> i64 {
+        if c.refill > c.fill {
+            c.refill.saturating_add(self.window_us)
         } else {
             i64::MIN
         }
     }
 
     /// Whether the copy a prefetch refilled (as reported) is fresh at `t`.
-    fn refilled_at(&self, s: &EntityState, t: i64) -> bool {
-        t >= s.refill && t < self.refill_until(s)
+    fn refilled_at(&self, c: &CopyState, t: i64) -> bool {
+        t >= c.refill && t < self.refill_until(c)
     }
 
     /// Until when `key`'s cached copy (filled by a read, or refilled by a reported prefetch) is
     /// assumed fresh; `None` for an entity not tracked, or without a data-age limit.
     pub fn fresh_until(&self, key: &EntityKey) -> Option<i64> {
-        if self.window_us <= 0 {
-            return None;
+        self.fresh_until_of(CopyState::of(self.state(key)?))
+    }
+
+    fn fresh_until_of(&self, c: CopyState) -> Option<i64> {
+        (self.window_us > 0).then(|| self.start_of(c.fill, 1).max(self.refill_until(&c)))
+    }
+
+    /// Whether the model predicts anything: it has a data-age limit.
+    pub fn enabled(&self) -> bool {
+        self.window_us > 0
+    }
+
+    /// Starts keeping a journal of the copies that change, for a batch of steps (see
+    /// [`Journal`]); [`ReuseModel::journal_step`] numbers the steps.
+    pub(crate) fn keep_journal(&mut self) {
+        self.journal = Some(Journal::default());
+    }
+
+    /// The changes made from now on belong to step `step` of the journaled batch.
+    pub(crate) fn journal_step(&mut self, step: u32) {
+        if let Some(j) = &mut self.journal {
+            j.step = step;
         }
-        self.state(key)
-            .map(|s| self.start_of(s.fill, 1).max(self.refill_until(s)))
+    }
+
+    /// Stops keeping the journal, and returns it.
+    pub(crate) fn take_journal(&mut self) -> Journal {
+        self.journal.take().unwrap_or_default()
+    }
+
+    /// Notes, while a journal is kept, that `key`'s copy is about to change from `old`.
+    fn note(&mut self, key: &EntityKey, old: Option<CopyState>) {
+        if let Some(j) = &mut self.journal {
+            let step = j.step;
+            j.changes.entry(key.clone()).or_default().push((step, old));
+        }
     }
 
     fn sleep_slot(st: &EntityState) -> usize {
@@ -367,41 +497,68 @@ impl ReuseModel {
         u32::try_from(since / self.window_us.max(1)).unwrap_or(u32::MAX)
     }
 
-    fn features(&mut self, st: &EntityState, j: u32, start: i64) {
+    /// The parts of `st`'s features that do not depend on the window: whole features, and the
+    /// hashes the window's features extend. Computed once per state, for all its windows.
+    fn prefix(&self, st: &EntityState) -> Prefix {
+        let k = st.kind;
+        let hot = st.reads >= self.cfg.hot_reads;
+        let last_hod = st.last.div_euclid(3_600_000_000).rem_euclid(24) as u64;
+        Prefix {
+            hot,
+            h: [
+                mix(1, k),
+                mix(mix(2, k), st.ty),
+                mix(mix(mix(3, k), st.ty), st.prev_ty),
+                mix(4, k),
+                mix(mix(5, k), st.ty),
+                mix(mix(6, k), st.ty),
+                mix(7, k),
+                mix(mix(8, k), st.ty),
+                mix(9, k),
+                mix(mix(10, k), u64::from(st.reads.min(16))),
+                if hot { mix(11, st.id) } else { mix(11, 0) },
+                if hot { mix(12, st.id) } else { mix(12, 0) },
+                mix(mix(13, k), st.prev_ty),
+                mix(mix(14, k), last_hod),
+                mix(mix(15, k), log_bucket(st.gap.saturating_add(1))),
+                mix(mix(16, k), st.ty),
+            ],
+        }
+    }
+
+    /// The weights window `j` (starting at `start`) of a state with prefix `pre` looks up: its
+    /// kind, process state, how many windows have passed, the time of day and week, how often
+    /// it was read, and for an entity read often, the entity.
+    fn features(&mut self, pre: &Prefix, j: u32, start: i64) {
         let hours = start.div_euclid(3_600_000_000);
         let hod = hours.rem_euclid(24) as u64;
         // 1970-01-01 was a Thursday; 0 is Monday.
         let dow = (hours.div_euclid(24) + 3).rem_euclid(7) as u64;
         let weekend = u64::from(dow >= 5);
-        let k = st.kind;
         let fine = u64::from(j);
         let coarse = log_bucket(j);
-        let hot = st.reads >= self.cfg.hot_reads;
-        let last_hod = st.last.div_euclid(3_600_000_000).rem_euclid(24) as u64;
+        let h = &pre.h;
         let raw: [u64; NUM_FEATURES] = [
-            mix(1, k),
-            mix(mix(2, k), st.ty),
-            mix(mix(mix(3, k), st.ty), st.prev_ty),
-            mix(mix(4, k), coarse),
-            mix(mix(mix(5, k), st.ty), coarse),
-            mix(mix(mix(6, k), st.ty), fine),
-            mix(mix(mix(7, k), hod), weekend),
-            mix(mix(mix(8, k), st.ty), ((hod / 3) << 1) | weekend),
-            mix(mix(mix(9, k), dow), hod),
-            mix(mix(10, k), u64::from(st.reads.min(16))),
-            if hot { mix(11, st.id) } else { mix(11, 0) },
-            if hot {
-                mix(mix(12, st.id), ((hod / 3) << 1) | weekend)
+            h[0],
+            h[1],
+            h[2],
+            mix(h[3], coarse),
+            mix(h[4], coarse),
+            mix(h[5], fine),
+            mix(mix(h[6], hod), weekend),
+            mix(h[7], ((hod / 3) << 1) | weekend),
+            mix(mix(h[8], dow), hod),
+            h[9],
+            h[10],
+            if pre.hot {
+                mix(h[11], ((hod / 3) << 1) | weekend)
             } else {
-                mix(12, 0)
+                h[11]
             },
-            mix(mix(mix(13, k), st.prev_ty), coarse),
-            mix(mix(mix(14, k), last_hod), u64::from(j.min(72))),
-            mix(
-                mix(mix(15, k), log_bucket(st.gap.saturating_add(1))),
-                coarse,
-            ),
-            mix(mix(mix(16, k), st.ty), (dow << 3) | (hod / 3)),
+            mix(h[12], coarse),
+            mix(h[13], u64::from(j.min(72))),
+            mix(h[14], coarse),
+            mix(h[15], (dow << 3) | (hod / 3)),
         ];
         for (f, h) in self.feats.iter_mut().zip(raw) {
             *f = (h & self.mask) as usize;
@@ -430,7 +587,7 @@ impl ReuseModel {
         }
     }
 
-    fn learn(&mut self, st: &EntityState, j: u32, read: bool) {
+    fn learn(&mut self, st: &EntityState, pre: &Prefix, j: u32, read: bool) {
         let every = self.cfg.negative_sample.max(1);
         let weight = if read {
             1.0
@@ -442,7 +599,7 @@ impl ReuseModel {
             return;
         };
         let start = self.start_of(st.fill, j);
-        self.features(st, j, start);
+        self.features(pre, j, start);
         let p = self.score();
         let y = if read { 1.0 } else { 0.0 };
         if p >= 0.1 {
@@ -466,9 +623,9 @@ impl ReuseModel {
     }
 
     /// The probability that `st`'s next read falls in its window `j`, given none before.
-    fn probability(&mut self, st: &EntityState, j: u32) -> f32 {
+    fn probability(&mut self, st: &EntityState, pre: &Prefix, j: u32) -> f32 {
         let start = self.start_of(st.fill, j);
-        self.features(st, j, start);
+        self.features(pre, j, start);
         self.score()
     }
 
@@ -491,6 +648,13 @@ impl ReuseModel {
                 slot.live = false;
                 self.index.remove(&slot.key);
                 self.free.push(i as u32);
+                if let Some(j) = &mut self.journal {
+                    let step = j.step;
+                    j.changes
+                        .entry(slot.key.clone())
+                        .or_default()
+                        .push((step, Some(CopyState::of(&slot.st))));
+                }
             }
         }
         let slots = &self.slots;
@@ -535,12 +699,19 @@ impl OnlineModel for ReuseModel {
                     .mutations
                     .iter()
                     .any(|m| m.kind == r.kind && m.id == r.id);
+                let mut pre = None;
                 for j in st.learned + 1..=self.cfg.max_windows {
                     let start = self.start_of(st.fill, j);
                     if t < start {
                         break;
                     }
-                    self.learn(&st, j, !written && t < start.saturating_add(self.window_us));
+                    let pre = *pre.get_or_insert_with(|| self.prefix(&st));
+                    self.learn(
+                        &st,
+                        &pre,
+                        j,
+                        !written && t < start.saturating_add(self.window_us),
+                    );
                 }
             }
             let scheduled = prev.is_some_and(|s| s.scheduled);
@@ -556,7 +727,7 @@ impl OnlineModel for ReuseModel {
             // read's window (when that refresh was predicted), or expired (the read fills it).
             let (fill, learned, refreshed) = match prev {
                 Some(s) if t < self.start_of(s.fill, 1) => (s.fill, s.learned, s.refreshed),
-                Some(s) if self.refilled_at(&s, t) => (s.refill, 0, 0),
+                Some(s) if self.refilled_at(&CopyState::of(&s), t) => (s.refill, 0, 0),
                 Some(s) => {
                     let j = self.window_of(s.fill, t);
                     if s.refreshed != 0 && s.refreshed == j {
@@ -587,6 +758,9 @@ impl OnlineModel for ReuseModel {
                 cold: 0,
                 asleep: false,
             };
+            if self.journal.is_some() {
+                self.note(&key, prev.as_ref().map(CopyState::of));
+            }
             let slot = match slot {
                 Some(i) => {
                     if let Some(s) = self.slots.get_mut(i as usize) {
@@ -663,6 +837,7 @@ impl ReuseModel {
                 continue;
             }
             let j = self.window_of(fill, start);
+            let pre = self.prefix(&st);
             // Windows that have ended without a read are negatives.
             while st.learned + 1 < j
                 && self
@@ -671,14 +846,16 @@ impl ReuseModel {
                     <= now
             {
                 st.learned += 1;
-                self.learn(&st, st.learned, false);
+                self.learn(&st, &pre, st.learned, false);
             }
             let end = start.saturating_add(self.window_us);
             if end > now {
-                let p = self.probability(&st, j);
+                let p = self.probability(&st, &pre, j);
                 let p = self.calibrated(st.kind, p);
                 self.predicted += 1;
                 if p >= REFRESH_ASSUMED && !self.fed {
+                    // No journal note: the window has just come within a window of `now`, so
+                    // at no earlier time could the copy have been read in it.
                     st.refreshed = j;
                 }
                 st.cold = if p < COLD {
