@@ -70,6 +70,21 @@ fn run(model: &mut dyn OnlineModel, events: &[Event]) -> usize {
     n
 }
 
+/// Learn-and-predict through [`OnlineModel::process_batch`], `batch` events at a time, as `serve`
+/// hands the model the events at hand.
+fn run_batched(model: &mut dyn OnlineModel, events: &[Event], batch: usize) -> usize {
+    let mut n = 0;
+    for chunk in events.chunks(batch) {
+        let items: Vec<(&Event, Observe)> = chunk.iter().map(|e| (e, Observe::Learn)).collect();
+        n += model
+            .process_batch(&items)
+            .iter()
+            .map(|f| f.entities.len())
+            .sum::<usize>();
+    }
+    n
+}
+
 /// Times learn-and-predict over `events` with a fresh model from `make` per iteration.
 fn model<M: OnlineModel>(
     g: &mut BenchmarkGroup<'_, WallTime>,
@@ -97,6 +112,18 @@ fn bench(c: &mut Criterion) {
             let mut m = PrescientModel::default();
             m.set_max_age(Some(Duration::from_secs(3600)));
             m
+        });
+        // The same in batches of 64 events: the reuse-time part runs on a second thread.
+        g.bench_function("online_batches_of_64", |b| {
+            b.iter_batched(
+                || {
+                    let mut m = PrescientModel::default();
+                    m.set_max_age(Some(Duration::from_secs(3600)));
+                    m
+                },
+                |mut m| black_box(run_batched(&mut m, &events, 64)),
+                BatchSize::LargeInput,
+            )
         });
         model(&mut g, "relational", &events, RelationalModel::default);
         // The parts of `online` besides the relational model, alone.
