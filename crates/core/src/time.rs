@@ -116,22 +116,39 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Reads a [`Timestamp`] straight from the token, without buffering it as an untagged enum
+/// would (that tried the number first, and built an error for every text timestamp).
+struct TimestampVisitor;
+
+impl serde::de::Visitor<'_> for TimestampVisitor {
+    type Value = Timestamp;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an RFC 3339 timestamp (e.g. 2023-04-03T10:08:18Z) or Unix milliseconds")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, ms: i64) -> Result<Timestamp, E> {
+        Ok(Timestamp::from_millis(ms))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, ms: u64) -> Result<Timestamp, E> {
+        i64::try_from(ms)
+            .map(Timestamp::from_millis)
+            .map_err(|_| E::custom(format!("timestamp {ms} ms is out of range")))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
+        Timestamp::parse_rfc3339(s).ok_or_else(|| {
+            E::custom(format!(
+                "invalid timestamp {s:?}: expected RFC 3339, e.g. 2023-04-03T10:08:18Z"
+            ))
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Millis(i64),
-            Text(String),
-        }
-        match Repr::deserialize(d)? {
-            Repr::Millis(ms) => Ok(Timestamp::from_millis(ms)),
-            Repr::Text(s) => Timestamp::parse_rfc3339(&s).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid timestamp {s:?}: expected RFC 3339, e.g. 2023-04-03T10:08:18Z"
-                ))
-            }),
-        }
+        d.deserialize_any(TimestampVisitor)
     }
 }
 
@@ -246,7 +263,16 @@ mod tests {
         assert_eq!(back, t);
         let ms: Timestamp = serde_json::from_str("1500").unwrap();
         assert_eq!(ms, Timestamp::from_millis(1500));
-        assert!(serde_json::from_str::<Timestamp>("\"yesterday\"").is_err());
+        let neg: Timestamp = serde_json::from_str("-1500").unwrap();
+        assert_eq!(neg, Timestamp::from_millis(-1500));
+        let bad = |json: &str| {
+            serde_json::from_str::<Timestamp>(json)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("\"yesterday\"").contains("invalid timestamp \"yesterday\""));
+        assert!(bad("1.5").contains("expected an RFC 3339 timestamp"));
+        assert!(bad("18446744073709551615").contains("out of range"));
     }
 
     #[test]
