@@ -387,11 +387,6 @@ impl ReuseModel {
         (self.window_us > 0).then(|| self.start_of(c.fill, 1).max(self.refill_until(&c)))
     }
 
-    /// Whether the model predicts anything: it has a data-age limit.
-    pub fn enabled(&self) -> bool {
-        self.window_us > 0
-    }
-
     /// Starts keeping a journal of the copies that change, for a batch of steps (see
     /// [`Journal`]); [`ReuseModel::journal_step`] numbers the steps.
     pub(crate) fn keep_journal(&mut self) {
