@@ -110,9 +110,7 @@ impl PrescientModel {
     /// The default model around `relational` (fresh or restored from a snapshot).
     pub fn new(relational: RelationalModel) -> Self {
         PrescientModel {
-            parallel_from: std::thread::available_parallelism()
-                .is_ok_and(|n| n.get() > 2)
-                .then_some(PARALLEL_BATCH),
+            parallel_from: more_than_two_cores().then_some(PARALLEL_BATCH),
             relational,
             reuse: ReuseModel::new(ReuseConfig::default()),
             keys: KeyModel::new(KeyConfig::default()),
@@ -224,6 +222,13 @@ impl PrescientModel {
             })
             .collect()
     }
+}
+
+/// Whether the machine has more than two cores. `available_parallelism` reads the cgroup
+/// files on Linux: it is asked once per process, not once per model.
+fn more_than_two_cores() -> bool {
+    static MORE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MORE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 2))
 }
 
 /// Batches of at least this many events run the reuse-time part on a second thread, when that

@@ -753,9 +753,7 @@ impl OnlineModel for ReuseModel {
                 cold: 0,
                 asleep: false,
             };
-            if self.journal.is_some() {
-                self.note(&key, prev.as_ref().map(CopyState::of));
-            }
+            self.note(&key, prev.as_ref().map(CopyState::of));
             let slot = match slot {
                 Some(i) => {
                     if let Some(s) = self.slots.get_mut(i as usize) {
