@@ -67,6 +67,14 @@ pub struct ReuseConfig {
     /// costs a fraction of the updates, but the estimate is noisier: on the headline replay,
     /// 8 ran 1.4x faster and closed about a tenth less of the gap. 1 learns from every window.
     pub negative_sample: u32,
+    /// Windows without a read of an entity whose latest window was predicted cold (below
+    /// [`COLD`]), or that is asleep, are sampled this many times more sparsely, with the weight to
+    /// match. Such a window's gradient is its small probability, so sampling it adds little
+    /// noise, and most windows learned are of this kind: on the OCEL log, 78% of the negatives
+    /// scored below 0.02. On the headline replay, 8 ran the model 1.3x faster (OCEL) and closed
+    /// the same gap (within 0.3 percentage points, both ways); 32 closed slightly less. 1: every
+    /// such window.
+    pub cold_sample: u32,
     /// After this many windows in a row predicted below [`COLD`], an entity's remaining windows
     /// are not predicted (its windows are still learned from); a read wakes it. Whether that is
     /// safe is learned per kind and state: a state whose sleeping entities are read again (a
@@ -85,6 +93,7 @@ impl Default for ReuseConfig {
             learning_rate: 0.1,
             hot_reads: 8,
             negative_sample: 1,
+            cold_sample: 8,
             cold_windows: 12,
         }
     }
@@ -278,6 +287,8 @@ pub struct ReuseModel {
     calibration: Vec<[[f32; 2]; CAL_BINS]>,
     /// Windows predicted so far.
     predicted: u64,
+    /// Windows learned from so far (sampled windows count once).
+    learned: u64,
     /// Per kind and state (hashed into slots): `[entities put to sleep, of those read again
     /// while asleep]`.
     sleep: Vec<[u32; 2]>,
@@ -336,6 +347,7 @@ impl ReuseModel {
             feats: [0; NUM_FEATURES],
             calibration: vec![[[0.0; 2]; CAL_BINS]; CAL_KINDS],
             predicted: 0,
+            learned: 0,
             sleep: vec![[0; 2]; SLEEP_SLOTS],
             fed: false,
             journal: None,
@@ -426,6 +438,11 @@ impl ReuseModel {
     /// Windows predicted so far (the model's main cost).
     pub fn windows_predicted(&self) -> u64 {
         self.predicted
+    }
+
+    /// Windows learned from so far: the updates made (a sampled window counts once).
+    pub fn windows_learned(&self) -> u64 {
+        self.learned
     }
 
     /// Entity slots allocated (tracked and free): what the model's per-entity memory holds.
@@ -583,7 +600,10 @@ impl ReuseModel {
     }
 
     fn learn(&mut self, st: &EntityState, pre: &Prefix, j: u32, read: bool) {
-        let every = self.cfg.negative_sample.max(1);
+        let mut every = self.cfg.negative_sample.max(1);
+        if st.asleep || st.cold > 0 {
+            every = every.saturating_mul(self.cfg.cold_sample.max(1));
+        }
         let weight = if read {
             1.0
         } else if every == 1
@@ -593,6 +613,7 @@ impl ReuseModel {
         } else {
             return;
         };
+        self.learned += 1;
         let start = self.start_of(st.fill, j);
         self.features(pre, j, start);
         let p = self.score();
@@ -956,6 +977,49 @@ mod tests {
         };
         assert!(run(false), "a confident window is assumed refreshed");
         assert!(!run(true), "no prefetch was reported");
+    }
+
+    #[test]
+    fn cold_windows_are_learned_from_a_sample() {
+        // Jobs read twice, 90 minutes apart, and one-off jobs (of another event type) never
+        // read again: most windows are cold. Sampling those learns from far fewer windows and
+        // predicts the reads as well.
+        let run = |cold_sample: u32| {
+            let mut m = ReuseModel::new(ReuseConfig {
+                cold_sample,
+                ..ReuseConfig::default()
+            });
+            let mut confident = 0;
+            let mut n = 0;
+            for i in 0..3000i64 {
+                for (id, t, ty) in [
+                    (i, i * 600, "tick"),
+                    (i - 9, i * 600, "tick"),
+                    (100_000 + i, i * 600 + 1, "once"),
+                ] {
+                    n += 1;
+                    let e = ev(n, ty, t, &[("job", &id.to_string())]);
+                    m.observe(&e, Observe::Learn);
+                    let f = m.forecast(&e);
+                    if i > 2000 {
+                        confident += f
+                            .entities
+                            .iter()
+                            .filter(|p| p.confidence > 0.5 && p.entity.id.len() < 6)
+                            .count();
+                    }
+                }
+            }
+            (m.windows_learned(), confident)
+        };
+        let (all, confident_all) = run(1);
+        let (sampled, confident_sampled) = run(8);
+        assert!(sampled * 3 < all, "{sampled} of {all}");
+        assert!(confident_all > 500, "{confident_all}");
+        assert!(
+            confident_sampled * 10 >= confident_all * 9,
+            "{confident_sampled} against {confident_all}"
+        );
     }
 
     #[test]
