@@ -71,9 +71,9 @@ pub struct ReuseConfig {
     /// [`COLD`]), or that is asleep, are sampled this many times more sparsely, with the weight to
     /// match. Such a window's gradient is its small probability, so sampling it adds little
     /// noise, and most windows learned are of this kind: on the OCEL log, 78% of the negatives
-    /// scored below 0.02. On the headline replay, 8 ran the model 1.3x faster (OCEL) and closed
-    /// the same gap (within 0.3 percentage points, both ways); 32 closed slightly less. 1: every
-    /// such window.
+    /// scored below 0.02. On that log, 8 ran this model 1.35x faster than 1; on the headline
+    /// replay it closed the same gap (within 0.1 percentage points, either way), and 32 closed
+    /// slightly less. 1: every such window.
     pub cold_sample: u32,
     /// After this many windows in a row predicted below [`COLD`], an entity's remaining windows
     /// are not predicted (its windows are still learned from); a read wakes it. Whether that is
