@@ -165,6 +165,10 @@ pub struct Metrics {
     pub cache_errors: AtomicU64,
     /// Invalidations applied.
     pub invalidations: AtomicU64,
+    /// Wall time of the prediction step of events, in microseconds: the predictor's work
+    /// (learning, ticks, predictions), then offering its predictions to the planner. With an
+    /// in-process model, this over the events is what each event costs the model's thread.
+    pub predict_micros: AtomicU64,
 }
 
 /// A point-in-time view of the prefetcher, for `/metrics`.
@@ -329,6 +333,7 @@ impl Prefetcher {
                 ("store_loads", c(&m.store_loads)),
                 ("cache_errors", c(&m.cache_errors)),
                 ("invalidations", c(&m.invalidations)),
+                ("predict_micros", c(&m.predict_micros)),
             ],
             queue_depth,
             in_flight,
@@ -376,7 +381,10 @@ impl Prefetcher {
         let (offered, woke) = if predictor.is_blocking() {
             self.on_events_off_the_runtime(events, predictor).await
         } else {
-            self.on_events_each(events).await
+            let started = std::time::Instant::now();
+            let r = self.on_events_each(events).await;
+            self.count_predict_time(started);
+            r
         };
         if woke {
             self.inner.wake.notify_one();
@@ -441,6 +449,27 @@ impl Prefetcher {
 
     /// The body of [`Prefetcher::on_events_off_the_runtime`], on the calling thread.
     fn on_events_blocking(&self, events: &[Event], predictor: &dyn Predictor) -> (usize, bool) {
+        let started = std::time::Instant::now();
+        let r = self.on_events_blocking_untimed(events, predictor);
+        self.count_predict_time(started);
+        r
+    }
+
+    /// Adds the time since `started` to the `predict_micros` counter. A measurement only: what
+    /// the prefetcher decides follows its [`Clock`].
+    fn count_predict_time(&self, started: std::time::Instant) {
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.inner
+            .metrics
+            .predict_micros
+            .fetch_add(us, Ordering::Relaxed);
+    }
+
+    fn on_events_blocking_untimed(
+        &self,
+        events: &[Event],
+        predictor: &dyn Predictor,
+    ) -> (usize, bool) {
         self.tell_fills(predictor);
         let Some(every) = self.tick_every() else {
             return self.predict_blocking(events, predictor);
@@ -1647,6 +1676,8 @@ mod tests {
         seen: Mutex<Vec<String>>,
         threads: Mutex<Vec<std::thread::ThreadId>>,
         fills: Mutex<Vec<EntityKey>>,
+        /// How long each batch takes.
+        work: Duration,
     }
 
     #[async_trait]
@@ -1673,6 +1704,7 @@ mod tests {
                 .lock()
                 .unwrap()
                 .push(std::thread::current().id());
+            std::thread::sleep(self.work);
             Some(
                 reqs.iter()
                     .map(|r| {
@@ -1724,6 +1756,47 @@ mod tests {
         assert_eq!(threads.len(), 1, "one batch");
         assert_ne!(threads[0], std::thread::current().id());
         assert_eq!(pf.snapshot().queue_depth, 3);
+    }
+
+    #[tokio::test]
+    async fn the_time_of_the_prediction_step_is_counted() {
+        // In-process: each batch takes 20 ms on the blocking thread.
+        let model = Arc::new(InProcess {
+            work: Duration::from_millis(20),
+            ..InProcess::default()
+        });
+        let pf = in_process(PrefetcherConfig::default(), model);
+        let micros = |pf: &Prefetcher| {
+            let snap = pf.snapshot();
+            let c = snap.counters.iter().find(|(k, _)| *k == "predict_micros");
+            c.map(|(_, v)| *v)
+        };
+        assert_eq!(micros(&pf), Some(0));
+        pf.on_events(&events(&pf, &["e1", "e2"])).await;
+        pf.on_events(&events(&pf, &["e3"])).await;
+        assert!(micros(&pf).unwrap() >= 40_000, "{:?}", micros(&pf));
+        // Awaited: a remote predictor that answers after 20 ms, event by event.
+        #[derive(Debug)]
+        struct Remote;
+        #[async_trait]
+        impl Predictor for Remote {
+            fn name(&self) -> &str {
+                "remote"
+            }
+            async fn predict(&self, _: PredictRequest<'_>) -> Result<Forecast, PredictError> {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(Forecast::default())
+            }
+        }
+        let pf = Prefetcher::new(
+            PrefetcherConfig::default(),
+            Arc::new(SystemClock),
+            Arc::new(Remote),
+            Arc::new(MemCache::new(100, Duration::from_secs(60))),
+            Arc::new(Rows::default()),
+        );
+        pf.on_events(&events(&pf, &["e1", "e2"])).await;
+        assert!(micros(&pf).unwrap() >= 40_000, "{:?}", micros(&pf));
     }
 
     #[tokio::test]

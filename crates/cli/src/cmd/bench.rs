@@ -164,6 +164,8 @@ pub struct PrefetchCounts {
     /// Reads that joined a load in flight (a prefetch or another read's miss) instead of
     /// hitting the cache: they count as misses in `hit_ratio`.
     pub joined: u64,
+    /// Wall time of the prediction step, in microseconds (see `predict_us_per_event`).
+    pub predict_micros: u64,
     /// What the planner did with the predictions.
     pub planner: prescient_prefetch::PlannerStats,
 }
@@ -183,6 +185,10 @@ pub struct LiveResult {
     pub events_per_sec: f64,
     /// Events per second the publisher achieved (flush included).
     pub publish_events_per_sec: f64,
+    /// Microseconds `serve` spent in the prediction step per event (the model, then offering
+    /// its predictions to the planner; `prefetch.predict_micros` over the events). The model
+    /// runs on one thread, so `events_per_sec` cannot exceed a million over this.
+    pub predict_us_per_event: f64,
     /// Prescient's side.
     pub prescient: Side,
     /// Cache-aside's side.
@@ -652,6 +658,10 @@ fn live(args: LiveArgs) -> anyhow::Result<()> {
         );
         let p = &result.prefetch;
         println!(
+            "     predict: {:.1} µs per event in serve's prediction step (the model and the planner)",
+            result.predict_us_per_event
+        );
+        println!(
             "    prefetch: {} predictions, {} prefetches issued ({} more found in Redis), {} used, {} wasted, {} failed; {} reads joined a load in flight",
             p.predictions,
             p.prefetches_issued,
@@ -853,6 +863,7 @@ clock = "{clock}"
         prefetches_wasted: counter("prefetches_wasted"),
         prefetch_failures: counter("prefetch_failures"),
         joined: counter("joined"),
+        predict_micros: counter("predict_micros"),
         planner: prefetcher.planner_stats(),
     };
     eprintln!("prescient run done: consumer saw {seen} events");
@@ -923,6 +934,7 @@ clock = "{clock}"
         model: args.model.clone(),
         events_per_sec: n as f64 / serve_took.as_secs_f64().max(1e-9),
         publish_events_per_sec: n as f64 / pub_took.as_secs_f64().max(1e-9),
+        predict_us_per_event: prefetch.predict_micros as f64 / n.max(1) as f64,
         prescient,
         cache_aside,
         prefetch,
