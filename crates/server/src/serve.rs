@@ -7,8 +7,10 @@
 //! versions; prefetches are deduplicated), so a redelivered event is harmless.
 //!
 //! When the source fails, the loop retries with exponential backoff until it answers again.
-//! On shutdown it stops taking events, finishes the batch in hand, stops the prefetch
-//! scheduler and waits for loads in flight.
+//! While one batch is processed, the deliveries of the next are taken. On shutdown it stops
+//! taking events, finishes the batch being processed (the deliveries taken for the next one
+//! are left unacked, for the broker to redeliver), stops the prefetch scheduler and waits for
+//! loads in flight.
 
 use std::fmt;
 use std::future::Future;
@@ -265,19 +267,52 @@ impl Service {
     ///
     /// Deliveries are taken in batches: after waiting for one, the loop also takes those that
     /// are already at hand (up to `[serve] batch`) without waiting, and processes them together
-    /// (see [`Service::process`]). Batches are processed one after the other, in order.
+    /// (see [`Batches::process`]). Batches are processed one after the other, in order; while
+    /// one is processed, the loop goes on taking the deliveries of the next, so that taking
+    /// them (the broker's client, parsing) overlaps the prediction step instead of waiting
+    /// for it.
+    ///
+    /// On shutdown the batch being processed is finished (its events acked); the deliveries
+    /// taken for the next one are dropped unacked, and the broker redelivers them.
     async fn consume(&mut self, shutdown: impl Future<Output = ()>) -> bool {
         tokio::pin!(shutdown);
         let base = Duration::from_millis(50);
         let max = self.cfg.serve.max_backoff();
         let max_batch = self.cfg.serve.batch.max(1);
+        let batches = Batches {
+            prefetcher: self.prefetcher.clone(),
+            stats: self.stats.clone(),
+            hook: self.hook.clone(),
+            event_time: self.cfg.serve.event_time,
+        };
         let mut backoff = base;
         let mut batch: Vec<Delivery> = Vec::with_capacity(max_batch);
+        let mut processing: Option<futures::future::BoxFuture<'static, ()>> = None;
         loop {
+            // Start the next batch as soon as the previous one is done.
+            if processing.is_none() && !batch.is_empty() {
+                let taken = std::mem::replace(&mut batch, Vec::with_capacity(max_batch));
+                let b = batches.clone();
+                processing = Some(Box::pin(async move { b.process(taken).await }));
+            }
             let next = tokio::select! {
                 biased;
-                _ = &mut shutdown => return false,
-                n = self.source.next() => n,
+                _ = &mut shutdown => {
+                    if let Some(p) = processing.take() {
+                        p.await;
+                    }
+                    return false;
+                }
+                _ = async {
+                    match processing.as_mut() {
+                        Some(p) => p.await,
+                        None => std::future::pending().await,
+                    }
+                }, if processing.is_some() => {
+                    processing = None;
+                    continue;
+                }
+                n = self.source.next(), if batch.len() < max_batch => n,
             };
             let mut failure = None;
             let mut ended = false;
@@ -304,11 +339,17 @@ impl Service {
                         }
                     }
                 }
-                Ok(None) => return true,
+                Ok(None) => ended = true,
                 Err(error) => failure = Some(error),
             }
-            if !batch.is_empty() {
-                self.process(&mut batch).await;
+            if ended || failure.is_some() {
+                // Finish what was taken before ending or backing off.
+                if let Some(p) = processing.take() {
+                    p.await;
+                }
+                if !batch.is_empty() {
+                    batches.process(std::mem::take(&mut batch)).await;
+                }
             }
             if ended {
                 return true;
@@ -326,18 +367,29 @@ impl Service {
             }
         }
     }
+}
 
-    /// Processes a batch of deliveries (and empties it): dead-letters the malformed ones, runs
-    /// the events through [`Prefetcher::on_events`] in delivery order, then acks each event.
-    /// Every ack is sent after the prefetches of its event are scheduled, so delivery stays at
-    /// least once.
-    async fn process(&mut self, batch: &mut Vec<Delivery>) {
+/// What processing a batch needs, apart from the source: the loop takes the next batch while
+/// one is processed.
+#[derive(Clone)]
+struct Batches {
+    prefetcher: Prefetcher,
+    stats: Arc<ServeStats>,
+    hook: Option<ProcessedHook>,
+    event_time: EventTime,
+}
+
+impl Batches {
+    /// Processes a batch of deliveries: dead-letters the malformed ones, runs the events
+    /// through [`Prefetcher::on_events`] in delivery order, then acks each event. Every ack is
+    /// sent after the prefetches of its event are scheduled, so delivery stays at least once.
+    async fn process(&self, batch: Vec<Delivery>) {
         self.stats
             .received
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut events = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
-        for delivery in batch.drain(..) {
+        for delivery in batch {
             match delivery.payload {
                 Err(bad) => {
                     self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
@@ -348,7 +400,7 @@ impl Service {
                     }
                 }
                 Ok(mut event) => {
-                    if self.cfg.serve.event_time == EventTime::Arrival {
+                    if self.event_time == EventTime::Arrival {
                         event.time = SystemClock.now();
                     }
                     events.push(event);
