@@ -213,6 +213,45 @@ async fn embedded_file_memory_sqlite_serves_the_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_processed_in_order_while_the_next_is_taken() {
+    // Small batches: most of them are taken while the one before is processed.
+    let dir = std::env::temp_dir().join(format!("prescient-serve-{}", unique("order")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let evs = events(500);
+    let log = dir.join("events.jsonl");
+    let text: String = evs
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap() + "\n")
+        .collect();
+    std::fs::write(&log, text).unwrap();
+    let db = dir.join("store.db");
+    let store = prescient_sqlite::SqliteStore::open(&db).unwrap();
+    store.upsert_batch(&rows(&evs)).await.unwrap();
+    let mut cfg = Config::from_toml_str(&format!(
+        "[source]\ntype = \"file\"\npath = {:?}\n[cache]\ntype = \"memory\"\n[store]\ntype = \"sqlite\"\npath = {:?}\n[admin]\nenabled = false\n",
+        log.display().to_string(),
+        db.display().to_string()
+    ))
+    .unwrap();
+    cfg.serve.batch = 7;
+    let order: Arc<Mutex<Vec<String>>> = Arc::default();
+    let hook = {
+        let order = order.clone();
+        Arc::new(move |e: &Event| order.lock().unwrap().push(e.id.to_string()))
+    };
+    let svc = Service::build(cfg).await.unwrap().with_hook(hook);
+    let report = tokio::time::timeout(Duration::from_secs(60), svc.run(std::future::pending()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.source_ended);
+    assert_eq!(report.processed, 500);
+    let want: Vec<String> = evs.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(*order.lock().unwrap(), want);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_processed_across_a_restart_mid_stream() {
     let id = unique("serve");
     let table = format!("prescient_test_{id}");
