@@ -176,11 +176,12 @@ fn every_example_config_parses() {
     assert!(n >= 3, "only {n} example configs");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_file_memory_sqlite_serves_the_log() {
-    let dir = std::env::temp_dir().join(format!("prescient-serve-{}", unique("serve")));
+/// `n` events in a JSON Lines file, their entities in a SQLite store, and the config of
+/// `serve` over them (file source, memory cache); returns the directory that holds both.
+async fn file_sqlite(n: usize, tag: &str) -> (std::path::PathBuf, Vec<Event>, Config) {
+    let dir = std::env::temp_dir().join(format!("prescient-serve-{}", unique(tag)));
     std::fs::create_dir_all(&dir).unwrap();
-    let evs = events(60);
+    let evs = events(n);
     let log = dir.join("events.jsonl");
     let text: String = evs
         .iter()
@@ -196,6 +197,12 @@ async fn embedded_file_memory_sqlite_serves_the_log() {
         db.display().to_string()
     ))
     .unwrap();
+    (dir, evs, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_file_memory_sqlite_serves_the_log() {
+    let (dir, _, cfg) = file_sqlite(60, "serve").await;
     let svc = Service::build(cfg).await.unwrap();
     let p = svc.prefetcher();
     let report = tokio::time::timeout(Duration::from_secs(30), svc.run(std::future::pending()))
@@ -215,24 +222,7 @@ async fn embedded_file_memory_sqlite_serves_the_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_processed_in_order_while_the_next_is_taken() {
     // Small batches: most of them are taken while the one before is processed.
-    let dir = std::env::temp_dir().join(format!("prescient-serve-{}", unique("order")));
-    std::fs::create_dir_all(&dir).unwrap();
-    let evs = events(500);
-    let log = dir.join("events.jsonl");
-    let text: String = evs
-        .iter()
-        .map(|e| serde_json::to_string(e).unwrap() + "\n")
-        .collect();
-    std::fs::write(&log, text).unwrap();
-    let db = dir.join("store.db");
-    let store = prescient_sqlite::SqliteStore::open(&db).unwrap();
-    store.upsert_batch(&rows(&evs)).await.unwrap();
-    let mut cfg = Config::from_toml_str(&format!(
-        "[source]\ntype = \"file\"\npath = {:?}\n[cache]\ntype = \"memory\"\n[store]\ntype = \"sqlite\"\npath = {:?}\n[admin]\nenabled = false\n",
-        log.display().to_string(),
-        db.display().to_string()
-    ))
-    .unwrap();
+    let (dir, evs, mut cfg) = file_sqlite(500, "order").await;
     cfg.serve.batch = 7;
     let order: Arc<Mutex<Vec<String>>> = Arc::default();
     let hook = {
