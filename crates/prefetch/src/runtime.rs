@@ -428,9 +428,14 @@ impl Prefetcher {
         predictor: Arc<dyn Predictor>,
     ) -> (usize, bool) {
         let events = events.to_vec();
-        self.off_the_runtime(move |this| this.on_events_blocking(&events, &*predictor))
-            .await
-            .unwrap_or((0, false))
+        self.off_the_runtime(move |this| {
+            let started = std::time::Instant::now();
+            let r = this.on_events_blocking(&events, &*predictor);
+            this.count_predict_time(started);
+            r
+        })
+        .await
+        .unwrap_or((0, false))
     }
 
     /// Runs `f` on a thread of the runtime's blocking pool and returns what it returns; a
@@ -447,14 +452,6 @@ impl Prefetcher {
         }
     }
 
-    /// The body of [`Prefetcher::on_events_off_the_runtime`], on the calling thread.
-    fn on_events_blocking(&self, events: &[Event], predictor: &dyn Predictor) -> (usize, bool) {
-        let started = std::time::Instant::now();
-        let r = self.on_events_blocking_untimed(events, predictor);
-        self.count_predict_time(started);
-        r
-    }
-
     /// Adds the time since `started` to the `predict_micros` counter. A measurement only: what
     /// the prefetcher decides follows its [`Clock`].
     fn count_predict_time(&self, started: std::time::Instant) {
@@ -465,11 +462,8 @@ impl Prefetcher {
             .fetch_add(us, Ordering::Relaxed);
     }
 
-    fn on_events_blocking_untimed(
-        &self,
-        events: &[Event],
-        predictor: &dyn Predictor,
-    ) -> (usize, bool) {
+    /// The body of [`Prefetcher::on_events_off_the_runtime`], on the calling thread.
+    fn on_events_blocking(&self, events: &[Event], predictor: &dyn Predictor) -> (usize, bool) {
         self.tell_fills(predictor);
         let Some(every) = self.tick_every() else {
             return self.predict_blocking(events, predictor);
