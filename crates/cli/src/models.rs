@@ -1,5 +1,5 @@
-//! Choosing and building the predictor: `--model online|simple|reuse|keys|FILE` (and, with the neural
-//! crate, `neural` and `ensemble`).
+//! Choosing and building the predictor: `--model online|relational|simple|reuse|keys|FILE` (and,
+//! with the neural crate, `neural` and `ensemble`).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,10 @@ use prescient_predict::{
 pub enum ModelKind {
     /// The online relational model (the default).
     Online,
+    /// Only the relational part of the default model: next types and the entities linked to the
+    /// event, without refreshes timed to the data-age limit or key structure. Cheaper per event;
+    /// `serve` hosts it as `[predictor] model = "relational"`.
+    Relational,
     /// The baseline: bigram next types, same-entity re-reads.
     Simple,
     /// Only the reuse-time part of the default model: refreshes timed to the data-age limit.
@@ -60,6 +64,14 @@ fn served(
     ))
 }
 
+/// The relational model of a snapshot written by `prescient train`.
+fn restore_relational(path: &Path) -> anyhow::Result<RelationalModel> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("reading model snapshot {}", path.display()))?;
+    RelationalModel::restore(&bytes)
+        .with_context(|| format!("loading model snapshot {}", path.display()))
+}
+
 /// Builds a model of `kind`, starting from `snapshot` if given.
 /// `network` is the kind of network a neural model trains when it has no artifact.
 pub fn build_model(
@@ -70,12 +82,12 @@ pub fn build_model(
     match (kind, snapshot) {
         (ModelKind::Online, None) => Ok(Box::new(PrescientModel::default())),
         (ModelKind::Online, Some(path)) => {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("reading model snapshot {}", path.display()))?;
-            let model = RelationalModel::restore(&bytes)
-                .with_context(|| format!("loading model snapshot {}", path.display()))?;
-            Ok(Box::new(PrescientModel::new(model)))
+            Ok(Box::new(PrescientModel::new(restore_relational(path)?)))
         }
+        (ModelKind::Relational, None) => {
+            Ok(Box::new(RelationalModel::new(RelationalConfig::default())))
+        }
+        (ModelKind::Relational, Some(path)) => Ok(Box::new(restore_relational(path)?)),
         (ModelKind::Reuse, None) => Ok(Box::new(ReuseModel::new(ReuseConfig::default()))),
         (ModelKind::Reuse, Some(path)) => {
             anyhow::bail!(
@@ -126,10 +138,10 @@ pub fn build_model(
 /// `--model`: a model kind, or the path of a trained model.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ModelArgs {
-    /// The predictor: `online` (default), `simple`, `reuse`, `keys`, `neural`, `ensemble`, or the
-    /// path of a model written by `prescient train` (the run then starts from it instead of
-    /// cold). A neural artifact directory serves the network's next types with the online
-    /// model's entities; `ensemble:DIR` serves the mix chosen when it was trained.
+    /// The predictor: `online` (default), `relational`, `simple`, `reuse`, `keys`, `neural`,
+    /// `ensemble`, or the path of a model written by `prescient train` (the run then starts from
+    /// it instead of cold). A neural artifact directory serves the network's next types with the
+    /// online model's entities; `ensemble:DIR` serves the mix chosen when it was trained.
     #[arg(long = "model", default_value = "online", value_name = "KIND|FILE")]
     pub model: String,
 
@@ -206,5 +218,54 @@ impl ModelArgs {
             self.model,
             kinds.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: an unwrap that fails is a failed test
+
+    use prescient_core::{EntityRef, Event, Timestamp};
+
+    use super::*;
+
+    fn args(model: &str) -> ModelArgs {
+        ModelArgs {
+            model: model.to_owned(),
+            network: prescient_neural::Cell::Gru,
+        }
+    }
+
+    #[test]
+    fn relational_is_the_online_models_relational_part_alone() {
+        let (kind, file) = args("relational").resolve().unwrap();
+        assert_eq!((kind, file), (ModelKind::Relational, None));
+        let (p, source) = args("relational").build().unwrap();
+        assert_eq!((p.name(), source.as_str()), ("relational", "cold start"));
+        let (p, _) = args("online").build().unwrap();
+        assert_eq!(p.name(), "online");
+
+        // A snapshot written by `train` starts either.
+        let mut m = RelationalModel::new(RelationalConfig::default());
+        for i in 0..50i64 {
+            let e = Event::new(i.to_string(), "a", Timestamp::from_secs(i))
+                .with_entity(EntityRef::new("case", (i / 5).to_string()));
+            m.observe(&e, prescient_core::Observe::Learn);
+        }
+        let path = std::env::temp_dir().join(format!(
+            "prescient-models-test-{}.model",
+            std::process::id()
+        ));
+        std::fs::write(&path, m.snapshot().unwrap()).unwrap();
+        let rel = args(&format!("relational:{}", path.display())).build();
+        let online = args(&path.display().to_string()).build();
+        let _ = std::fs::remove_file(&path);
+        let (p, source) = rel.unwrap();
+        assert_eq!(p.name(), "relational");
+        assert!(source.starts_with("trained model"), "{source}");
+        assert_eq!(online.unwrap().0.name(), "online");
+
+        let err = args("relational:/no/such/file").build().unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

@@ -1212,7 +1212,7 @@ impl RelationalModel {
 
 impl OnlineModel for RelationalModel {
     fn name(&self) -> &str {
-        "online"
+        "relational"
     }
 
     fn set_novelty_discount(&mut self, on: bool) {

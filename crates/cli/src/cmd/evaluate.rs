@@ -80,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut model: Box<dyn OnlineModel> = match (kind, &file) {
         // frozen on held-out cases, the online model is recalibrated on held-out training cases
-        (ModelKind::Online, None)
+        (ModelKind::Online | ModelKind::Relational, None)
             if matches!(args.protocol, Protocol::Tax2017 | Protocol::Pt2021) =>
         {
             let fresh = cfg.clone();
@@ -89,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Box::new(move || RelationalModel::new(fresh.clone())),
             ))
         }
-        (ModelKind::Online, None) => Box::new(RelationalModel::new(cfg)),
+        (ModelKind::Online | ModelKind::Relational, None) => Box::new(RelationalModel::new(cfg)),
         // the ensemble's online part is the model `--model online` evaluates
         (ModelKind::Ensemble, None) => {
             let fresh = cfg.clone();
@@ -119,6 +119,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     bar.set_message(args.protocol.name());
     let mut timed = FirstUse {
+        // `--model online` evaluates the online model's next types: its relational part's.
+        name: (kind == ModelKind::Online).then_some("online"),
         inner: model.as_mut(),
         first: None,
     };
@@ -143,6 +145,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// choose their weight) lazily, on that call, which the protocols count as scoring time.
 #[derive(Debug)]
 struct FirstUse<'a> {
+    /// The name reported instead of the model's own.
+    name: Option<&'static str>,
     inner: &'a mut dyn OnlineModel,
     first: Option<Duration>,
 }
@@ -161,7 +165,7 @@ impl FirstUse<'_> {
 
 impl OnlineModel for FirstUse<'_> {
     fn name(&self) -> &str {
-        self.inner.name()
+        self.name.unwrap_or_else(|| self.inner.name())
     }
 
     fn observe(&mut self, event: &Event, mode: Observe) {
