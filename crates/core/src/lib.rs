@@ -13,6 +13,7 @@ pub mod calibrate;
 pub mod entity;
 pub mod error;
 pub mod event;
+pub mod limits;
 pub mod prediction;
 pub mod predictor;
 pub mod source;
