@@ -27,7 +27,8 @@ pub use error::error_chain;
 pub use event::{Event, Mutation};
 pub use prediction::{Forecast, NextEvent, Prediction, Relation};
 pub use predictor::{
-    Local, Observe, OnlineModel, PredictError, PredictRequest, Predictor, process_each,
+    Local, Observe, OnlineModel, PredictError, PredictRequest, Predictor, panic_message,
+    process_each,
 };
 pub use source::{
     Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError,

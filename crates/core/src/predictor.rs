@@ -101,38 +101,6 @@ pub trait Predictor: Send + Sync + fmt::Debug {
         Ok(Forecast::default())
     }
 
-    /// Whether the predictor computes in-process, on the caller's thread (a CPU-bound model
-    /// whose futures are ready at once but take a while to poll). Such a predictor answers
-    /// [`Predictor::predict_batch_blocking`]. The default is `false`.
-    fn is_blocking(&self) -> bool {
-        false
-    }
-
-    /// Predicts for several events synchronously, in order, as [`Predictor::predict_batch`]
-    /// would: `Some` answers when the predictor [`is_blocking`](Predictor::is_blocking); `None`
-    /// (the default) when it must be awaited, and then nothing was done.
-    ///
-    /// Drivers call this from a thread where blocking is fine (`tokio::task::spawn_blocking`), so
-    /// that the model's work does not hold up the workers of an async runtime. It has no
-    /// deadline of its own: a computation in progress cannot be abandoned.
-    fn predict_batch_blocking(
-        &self,
-        reqs: &[PredictRequest<'_>],
-    ) -> Option<Vec<Result<Forecast, PredictError>>> {
-        let _ = reqs;
-        None
-    }
-
-    /// [`Predictor::tick`], synchronously: `Some` answer when the predictor
-    /// [`is_blocking`](Predictor::is_blocking); `None` (the default) when it must be awaited,
-    /// and then nothing was done. Called, like [`Predictor::predict_batch_blocking`], from a
-    /// thread where blocking is fine, instead of [`Predictor::tick`]: a blocking predictor
-    /// that ticks answers here.
-    fn tick_blocking(&self, now: Timestamp) -> Option<Result<Forecast, PredictError>> {
-        let _ = now;
-        None
-    }
-
     /// Tells the predictor that a prefetch of `key` filled the cache at `at` (see
     /// [`OnlineModel::filled`]). The default ignores it.
     fn filled(&self, key: &EntityKey, at: Timestamp) {
@@ -247,12 +215,19 @@ impl<M: OnlineModel> Local<M> {
     }
 
     /// Runs `f` with the model locked (for snapshots and explanations).
+    ///
+    /// A panic in `f` (a model's bug, or an input it cannot handle) is caught here and answered
+    /// as [`PredictError::Internal`]; the lock is not poisoned, so the next call runs again, and
+    /// a swapped-in model serves as usual. The model may have been left part way through an
+    /// update: it stays usable, as every model's state is plain data, but it is up to the
+    /// breaker and the operator to decide whether to keep it.
     pub fn with_model<R>(&self, f: impl FnOnce(&mut M) -> R) -> Result<R, PredictError> {
-        let mut m = self
-            .model
-            .lock()
-            .map_err(|_| PredictError::Internal("model lock poisoned".into()))?;
-        Ok(f(&mut m))
+        // A panic caught below never leaves the guard behind poisoned; one from elsewhere
+        // (there is none) would be recovered the same way.
+        let mut m = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut m))).map_err(|panic| {
+            PredictError::Internal(format!("model panicked: {}", panic_message(&*panic)))
+        })
     }
 
     /// Replaces the model (hot swap); returns the old one. Events in flight finish on the old one.
@@ -285,6 +260,15 @@ impl<M: OnlineModel> Local<M> {
     }
 }
 
+/// The message of a caught panic, if it is text.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 #[async_trait]
 impl<M: OnlineModel> Predictor for Local<M> {
     fn name(&self) -> &str {
@@ -306,23 +290,8 @@ impl<M: OnlineModel> Predictor for Local<M> {
         self.predict_batch_now(reqs)
     }
 
-    fn is_blocking(&self) -> bool {
-        true
-    }
-
-    fn predict_batch_blocking(
-        &self,
-        reqs: &[PredictRequest<'_>],
-    ) -> Option<Vec<Result<Forecast, PredictError>>> {
-        Some(self.predict_batch_now(reqs))
-    }
-
-    fn tick_blocking(&self, now: Timestamp) -> Option<Result<Forecast, PredictError>> {
-        Some(self.with_model(|m| m.forecast_due(now)))
-    }
-
     fn filled(&self, key: &EntityKey, at: Timestamp) {
-        // A poisoned lock is reported by the next prediction; a lost fill only costs accuracy.
+        // A failure is reported by the next prediction; a lost fill only costs accuracy.
         let _ = self.with_model(|m| m.filled(key, at));
     }
 }
@@ -376,9 +345,8 @@ mod tests {
     }
 
     #[test]
-    fn local_predicts_a_batch_synchronously_in_order() {
+    fn local_predicts_a_batch_in_order() {
         let p = Local::new(Counter::default());
-        assert!(p.is_blocking());
         let e = Event::new("e", "t", Timestamp::EPOCH).with_entity(EntityRef::new("k", "1"));
         let skip = PredictRequest {
             event: &e,
@@ -391,35 +359,41 @@ mod tests {
             PredictRequest::learning(&e),
         ];
         let got: Vec<String> = p
-            .predict_batch_blocking(&reqs)
-            .unwrap()
+            .predict_batch_now(&reqs)
             .into_iter()
             .map(|f| f.unwrap().top().unwrap().event_type.to_string())
             .collect();
         assert_eq!(got, ["seen-1", "seen-1", "seen-2"]);
     }
 
-    #[derive(Debug)]
-    struct Remote;
+    #[derive(Debug, Default)]
+    struct Panicky(u32);
 
-    #[async_trait]
-    impl Predictor for Remote {
+    impl OnlineModel for Panicky {
         fn name(&self) -> &str {
-            "remote"
+            "panicky"
         }
-        async fn predict(&self, _: PredictRequest<'_>) -> Result<Forecast, PredictError> {
-            Ok(Forecast::default())
+        fn observe(&mut self, _: &Event, _: Observe) {
+            self.0 += 1;
+            assert!(self.0 % 2 == 0, "odd event {}", self.0);
+        }
+        fn forecast(&mut self, _: &Event) -> Forecast {
+            Forecast::default()
         }
     }
 
     #[test]
-    fn a_predictor_is_not_blocking_unless_it_says_so() {
+    fn a_panicking_model_is_an_error_and_the_next_call_runs_again() {
+        let p = Local::new(Panicky::default());
         let e = Event::new("e", "t", Timestamp::EPOCH);
-        assert!(!Remote.is_blocking());
+        let first = p.predict_now(PredictRequest::learning(&e));
         assert!(
-            Remote
-                .predict_batch_blocking(&[PredictRequest::learning(&e)])
-                .is_none()
+            matches!(&first, Err(PredictError::Internal(m)) if m.contains("odd event 1")),
+            "{first:?}"
         );
+        assert!(p.predict_now(PredictRequest::learning(&e)).is_ok());
+        let swapped = p.swap(Panicky(1)).unwrap();
+        assert_eq!(swapped.0, 2);
+        assert!(p.predict_now(PredictRequest::learning(&e)).is_ok());
     }
 }

@@ -346,7 +346,7 @@ async fn breaker_turns_prediction_off_and_reads_still_work() {
     let snap = pf.snapshot();
     assert_eq!(snap.breaker, prescient_prefetch::BreakerState::Open);
     assert_eq!(
-        pf.metrics().predictor_errors.load(Ordering::Relaxed),
+        pf.core_stats().predictor_errors,
         3,
         "calls stop once the breaker opens"
     );

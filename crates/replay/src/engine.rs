@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use prescient_core::{
-    EntityKey, Observe, PredictError, PredictRequest, Predictor, Relation, Timestamp,
+    EntityKey, Observe, PredictError, PredictRequest, Predictor, Timestamp, Version,
 };
 use prescient_prefetch::{
-    BatchItem, Breaker, BreakerConfig, Failure, Offer, PlanKey, Planner, PlannerConfig,
-    PlannerStats,
+    BatchItem, BreakerConfig, CoreConfig, CoreStats, Demand, Failure, Fill, Offer, PlanKey,
+    PlannerConfig, PlannerStats, PrefetchCore,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -110,6 +110,8 @@ pub struct PolicyStats {
     pub breaker_refused: u64,
     /// Planner counters.
     pub planner: Option<PlannerStats>,
+    /// The prefetch core's counters.
+    pub core: Option<CoreStats>,
     /// Wall-clock seconds of the run.
     pub wall_seconds: f64,
     /// Loads and writes against the backing store.
@@ -138,33 +140,21 @@ struct Flight {
     seq: u64,
     done: i64,
     version: u64,
-    prefetch: bool,
-    useful: bool,
-    relation: Relation,
 }
 
 #[derive(Debug, Clone)]
 enum LoadKind {
-    Demand,
+    Demand(prescient_prefetch::LoadId),
     Prefetch(BatchItem<SimKey>, bool),
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct PrefetchTag {
-    active: bool,
-    counted: bool,
-    prev_valid_until: i64,
-    relation: Relation,
-}
-
+/// The Prescient policy's driver state: the real prefetch core and the predictor.
 struct Prescient<'p> {
     predictor: &'p dyn Predictor,
-    planner: Planner<SimKey>,
-    breaker: Breaker,
-    tags: Vec<PrefetchTag>,
+    core: PrefetchCore<SimKey>,
     rng: SmallRng,
-    /// The last tick or prediction, in microseconds (`None` before the first event).
-    last_tick: Option<i64>,
+    /// Capacity evictions of the cache, to report to the core.
+    evicted: Vec<u32>,
 }
 
 /// Runs one policy. `prescient` is `Some` for the Prescient policy.
@@ -182,9 +172,6 @@ pub(crate) struct Sim<'w, 'p, C> {
     stats: PolicyStats,
     prescient: Option<Prescient<'p>>,
 }
-
-/// The most ticks run in one quiet spell between two events.
-pub(crate) const MAX_QUIET_TICKS: i64 = 288;
 
 fn us(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
@@ -215,20 +202,14 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
     pub(crate) fn with_prescient(
         mut self,
         predictor: &'p dyn Predictor,
-        mut planner: PlannerConfig,
+        planner: PlannerConfig,
         breaker: BreakerConfig,
     ) -> Self {
-        if let Some(ttl) = self.s.ttl {
-            planner.max_ttl = planner.max_ttl.min(ttl);
-        }
-        let seed = self.s.seed;
         self.prescient = Some(Prescient {
             predictor,
-            planner: Planner::new(planner),
-            breaker: Breaker::new(breaker),
-            tags: vec![PrefetchTag::default(); self.w.entity_slots()],
-            rng: SmallRng::seed_from_u64(seed),
-            last_tick: None,
+            core: PrefetchCore::new(core_config(&self.s, planner, breaker, self.w)),
+            rng: SmallRng::seed_from_u64(self.s.seed),
+            evicted: Vec::new(),
         });
         self
     }
@@ -284,10 +265,14 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         progress(n);
         self.stats.wall_seconds = started.elapsed().as_secs_f64();
         if let Some(p) = &self.prescient {
-            self.stats.planner = Some(p.planner.stats().clone());
-
-            self.stats.breaker_opened = p.breaker.opened;
-            self.stats.breaker_refused = p.breaker.refused;
+            let core = p.core.stats();
+            self.stats.planner = Some(p.core.planner().stats().clone());
+            self.stats.core = Some(core);
+            self.stats.breaker_opened = p.core.breaker().opened;
+            self.stats.breaker_refused = p.core.breaker().refused;
+            self.stats.useful_prefetches = core.prefetches_used;
+            self.stats.predictor_errors = core.predictor_errors;
+            self.stats.prefetch_failures = core.prefetch_failures;
         }
         self.stats
     }
@@ -299,7 +284,7 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
             let next_due = self
                 .prescient
                 .as_ref()
-                .and_then(|p| p.planner.next_due())
+                .and_then(|p| p.core.next_due())
                 .map_or(i64::MAX, |d| d.as_micros());
             let next = next_load.min(next_due);
             if next > t || next == i64::MAX {
@@ -348,10 +333,15 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                 }
             }
         }
-        if self.prescient.is_some() {
+        if let Some(p) = &mut self.prescient {
             // Invalidation: the event says which entities it wrote, and to which version.
             for m in &self.w.events[i].mutations {
                 if let Some(idx) = self.w.index_of(&m.key()) {
+                    let key = SimKey {
+                        idx,
+                        kind: self.w.kinds[idx as usize],
+                    };
+                    p.core.invalidate(&key, m.version);
                     self.cache.invalidate(idx, m.version.0);
                 }
             }
@@ -367,8 +357,9 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                 k.reads += 1;
             }
             let current = self.store_version[idx as usize];
+            let key = self.key(idx);
             if let Some(p) = &mut self.prescient {
-                p.planner.on_read();
+                p.core.on_read();
             }
             // 1. The cache, if its version is current.
             if let Some(slot) = self.cache.get(idx, now).filter(|s| s.version >= current) {
@@ -382,34 +373,25 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                 if slot.version < current {
                     self.stats.stale_reads += 1;
                 }
-                if let Some(p) = &mut self.prescient {
-                    let tag = &mut p.tags[idx as usize];
-                    if tag.active && !tag.counted && tag.prev_valid_until <= t {
-                        tag.counted = true;
-                        self.stats.useful_prefetches += 1;
-                        if let Some(k) = self.stats.by_kind.get_mut(kind) {
-                            k.useful_prefetches += 1;
-                        }
-                        p.planner.on_prefetch_used(tag.relation);
-                    }
+                if let Some(p) = &mut self.prescient
+                    && p.core.on_hit(now, &key)
+                    && let Some(k) = self.stats.by_kind.get_mut(kind)
+                {
+                    k.useful_prefetches += 1;
                 }
                 continue;
             }
             // 2. A load in flight of a current version: join it.
-            if let Some(f) = self.inflight.get_mut(&idx).filter(|f| f.version >= current) {
+            if let Some(f) = self.inflight.get(&idx).filter(|f| f.version >= current) {
                 self.stats.joined += 1;
                 self.stats
                     .latencies_us
                     .push((f.done - t).clamp(0, u32::MAX as i64) as u32);
-                if f.prefetch && !f.useful {
-                    f.useful = true;
-                    self.stats.useful_prefetches += 1;
-                    if let Some(k) = self.stats.by_kind.get_mut(kind) {
-                        k.useful_prefetches += 1;
-                    }
-                    if let Some(p) = &mut self.prescient {
-                        p.planner.on_prefetch_used(f.relation);
-                    }
+                if let Some(p) = &mut self.prescient
+                    && p.core.on_joined(&key)
+                    && let Some(k) = self.stats.by_kind.get_mut(kind)
+                {
+                    k.useful_prefetches += 1;
                 }
                 continue;
             }
@@ -426,36 +408,37 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         self.backing_load(idx, version);
         self.seq += 1;
         let done = t.saturating_add(us(self.s.db_latency));
-        if let Some(p) = &mut self.prescient {
-            let key = SimKey {
-                idx,
-                kind: self.w.kinds[idx as usize],
-            };
-            p.planner.begin_demand(Timestamp::from_micros(t), &key);
-        }
+        let key = self.key(idx);
+        let load = match &mut self.prescient {
+            // A load in flight of an older version does not serve this read; the core keeps
+            // its own record of that load and ends it when it lands.
+            Some(p) => match p.core.begin_demand(Timestamp::from_micros(t), &key) {
+                Demand::Load(f) | Demand::Join(f) => f.id,
+            },
+            None => prescient_prefetch::LoadId(0),
+        };
         self.inflight.insert(
             idx,
             Flight {
                 seq: self.seq,
                 done,
                 version,
-                prefetch: false,
-                useful: false,
-                relation: Relation::Same,
             },
         );
         self.load_info
-            .insert(self.seq, (idx, version, LoadKind::Demand));
+            .insert(self.seq, (idx, version, LoadKind::Demand(load)));
         self.loads.push(Reverse((done, self.seq)));
     }
 
     fn predict(&mut self, i: usize, t: i64) {
         let Some(p) = &mut self.prescient else { return };
         let now = Timestamp::from_micros(t);
-        p.last_tick = Some(t);
-        if !p.breaker.allow(now) {
+        p.core.on_event_time(now);
+        if !p.core.allow_predict(now) {
             return;
         }
+        self.tell_fills();
+        let Some(p) = &mut self.prescient else { return };
         let event = &self.w.events[i];
         let req = PredictRequest {
             event,
@@ -471,8 +454,18 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         self.poll(t);
     }
 
-    /// Records a prediction's outcome with the breaker and offers its entities to the planner,
-    /// or counts the failure (`what`: the event, or a tick).
+    /// Tells the predictor which prefetches filled the cache since it was last told.
+    fn tell_fills(&mut self) {
+        let Some(p) = &mut self.prescient else { return };
+        for (key, at) in p.core.take_fills() {
+            if let Some(k) = self.w.keys.get(key.idx as usize) {
+                p.predictor.filled(k, at);
+            }
+        }
+    }
+
+    /// Offers a prediction's entities to the core (or counts the failure; `what`: the event,
+    /// or a tick). Predicted entities the log never reads are left out.
     fn take_result(
         &mut self,
         now: Timestamp,
@@ -480,84 +473,66 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         what: &str,
     ) {
         let Some(p) = &mut self.prescient else { return };
-        let forecast = match result {
+        let w = self.w;
+        match result {
             Ok(forecast) => {
-                p.breaker.record(now, true);
-                forecast
+                let offers = forecast.entities.into_iter().filter_map(|pred| {
+                    let idx = w.index_of(&pred.entity)?;
+                    Some(Offer {
+                        key: SimKey {
+                            idx,
+                            kind: w.kinds[idx as usize],
+                        },
+                        confidence: pred.confidence,
+                        expected_at: pred.expected_at,
+                        latest: pred.latest,
+                        relation: pred.relation,
+                    })
+                });
+                p.core.on_predicted(now, Ok::<_, &PredictError>(offers));
             }
             Err(error) => {
-                self.stats.predictor_errors += 1;
-                p.breaker.record(now, false);
                 tracing::debug!(message = "Prediction failed.", %error, event = what);
-                return;
+                p.core
+                    .on_predicted(now, Err::<[Offer<SimKey>; 0], _>(&error));
             }
-        };
-        for pred in forecast.entities {
-            let Some(idx) = self.w.index_of(&pred.entity) else {
-                continue;
-            };
-            let key = SimKey {
-                idx,
-                kind: self.w.kinds[idx as usize],
-            };
-            p.planner.offer(
-                now,
-                Offer {
-                    key,
-                    confidence: pred.confidence,
-                    expected_at: pred.expected_at,
-                    latest: pred.latest,
-                    relation: pred.relation,
-                },
-            );
         }
     }
 
-    /// Ticks the predictor before `t` (the next event) while no event came for
-    /// [`SimSettings::tick`] of event time, every `tick`, and offers what comes due. Long quiet spells are ticked only in their last
-    /// [`MAX_QUIET_TICKS`] ticks.
+    /// Ticks the predictor in the quiet spell before `t` (the next event), as the core
+    /// schedules, and offers what comes due.
     fn tick_until(&mut self, t: i64) {
-        let Some(every) = self.s.tick.map(us).filter(|&e| e > 0) else {
-            return;
-        };
-        let Some(p) = &mut self.prescient else { return };
-        let Some(mut last) = p.last_tick else {
-            p.last_tick = Some(t);
-            return;
-        };
-        last = last.max(t.saturating_sub(every.saturating_mul(MAX_QUIET_TICKS)));
-        while last.saturating_add(every) < t {
-            last += every;
-            if let Some(p) = &mut self.prescient {
-                p.last_tick = Some(last);
-            }
-            self.advance_to(last);
-            let now = Timestamp::from_micros(last);
+        loop {
             let Some(p) = &mut self.prescient else { return };
-            if !p.breaker.allow(now) {
+            let Some(at) = p.core.next_tick(Timestamp::from_micros(t), true) else {
+                return;
+            };
+            let last = at.as_micros();
+            self.advance_to(last);
+            let Some(p) = &mut self.prescient else { return };
+            if !p.core.allow_predict(at) {
                 continue;
             }
+            self.tell_fills();
+            let Some(p) = &mut self.prescient else { return };
             let result = p
                 .predictor
-                .tick(now)
+                .tick(at)
                 .now_or_never()
                 .unwrap_or(Err(PredictError::Timeout));
-            self.take_result(now, result, "(tick)");
+            self.take_result(at, result, "(tick)");
             self.poll(last);
         }
     }
 
-    /// Issues the planner's due batches at `t`.
+    /// Issues the core's due batches at `t`.
     fn poll(&mut self, t: i64) {
         let Some(p) = &mut self.prescient else { return };
         let now = Timestamp::from_micros(t);
-        let cache = &self.cache;
-        let store_version = &self.store_version;
-        let batches = p.planner.poll(now, &mut |k: &SimKey, at: Timestamp| {
-            cache.peek(k.idx, now).is_some_and(|s| {
-                s.version >= store_version[k.idx as usize] && s.expires > at.as_micros()
-            })
-        });
+        let batches = p.core.poll(now);
+        if batches.is_empty() {
+            return;
+        }
         let done = t.saturating_add(us(self.s.db_latency));
         if self.s.backing.is_some() {
             let loads: Vec<(u32, u64)> = batches
@@ -592,9 +567,6 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                         seq: self.seq,
                         done,
                         version,
-                        prefetch: true,
-                        useful: false,
-                        relation: item.relation,
                     },
                 );
                 self.load_info
@@ -604,69 +576,96 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         }
     }
 
+    /// Inserts into the cache and reports capacity evictions to the core.
+    fn insert(&mut self, idx: u32, version: u64, now: Timestamp, expires: i64) -> bool {
+        let stored = self.cache.insert(idx, version, now, expires);
+        if let Some(p) = &mut self.prescient {
+            self.cache.take_evicted(&mut p.evicted);
+            for e in std::mem::take(&mut p.evicted) {
+                let key = SimKey {
+                    idx: e,
+                    kind: self.w.kinds[e as usize],
+                };
+                p.core.on_evicted(&key);
+            }
+        }
+        stored
+    }
+
     fn complete(&mut self, done: i64, seq: u64) {
         let Some((idx, version, kind)) = self.load_info.remove(&seq) else {
             return;
         };
-        let flight = self.inflight.get(&idx).copied().filter(|f| f.seq == seq);
-        if flight.is_some() {
+        if self.inflight.get(&idx).is_some_and(|f| f.seq == seq) {
             self.inflight.remove(&idx);
         }
         let now = Timestamp::from_micros(done);
+        let key = self.key(idx);
         match kind {
-            LoadKind::Demand => {
+            LoadKind::Demand(load) => {
                 if let Some(p) = &mut self.prescient {
-                    let key = SimKey {
-                        idx,
-                        kind: self.w.kinds[idx as usize],
-                    };
-                    // The planner's in-flight entry for this demand load has the planner's own id;
-                    // the entity is no longer in flight either way.
-                    if let Some(f) = p.planner.in_flight(&key).copied() {
-                        p.planner.end_demand(&key, f.id);
-                    }
+                    p.core.end_demand(&key, load);
                 }
                 let expires = done.saturating_add(self.ttl_us);
-                if self.cache.insert(idx, version, now, expires)
+                if self.insert(idx, version, now, expires)
                     && let Some(p) = &mut self.prescient
                 {
-                    p.tags[idx as usize].active = false;
+                    p.core.on_demand_filled(
+                        now,
+                        key,
+                        Version(version),
+                        Timestamp::from_micros(expires),
+                    );
                 }
             }
             LoadKind::Prefetch(item, fails) => {
                 let Some(p) = &mut self.prescient else { return };
-                if fails {
-                    self.stats.prefetch_failures += 1;
-                    p.planner.complete(now, &item, Err(Failure::Transient));
-                    self.poll(done);
-                    return;
-                }
-                let Some(ttl) = p.planner.complete(now, &item, Ok(())) else {
-                    return;
+                let result = if fails {
+                    Err(Failure::Transient)
+                } else {
+                    Ok(true)
                 };
-                let expires = done
-                    .saturating_add(us(ttl))
-                    .min(done.saturating_add(self.ttl_us));
-                let prev_valid_until = self
-                    .cache
-                    .peek(idx, now)
-                    .filter(|s| s.version >= self.store_version[idx as usize])
-                    .map_or(i64::MIN, |s| s.expires);
-                let joined_useful = flight.is_some_and(|f| f.useful);
-                if self.cache.insert(idx, version, now, expires) {
-                    p.tags[idx as usize] = PrefetchTag {
-                        active: true,
-                        counted: joined_useful,
-                        prev_valid_until,
-                        relation: item.relation,
-                    };
-                    if let Some(key) = self.w.keys.get(idx as usize) {
-                        p.predictor.filled(key, now);
+                let fill: Option<Fill> = p.core.on_prefetch_loaded(now, &item, result);
+                if let Some(fill) = fill {
+                    let expires = done
+                        .saturating_add(us(fill.ttl))
+                        .min(done.saturating_add(self.ttl_us));
+                    if self.insert(idx, version, now, expires)
+                        && let Some(p) = &mut self.prescient
+                    {
+                        p.core.on_prefetch_filled(
+                            now,
+                            &item,
+                            fill,
+                            Version(version),
+                            Timestamp::from_micros(expires),
+                        );
                     }
                 }
                 self.poll(done);
             }
         }
+    }
+}
+
+/// The core's settings for a replay: the data-age limit caps prefetch TTLs and is the TTL of
+/// demand fills; every entity of the log may be tracked.
+fn core_config(
+    s: &SimSettings,
+    mut planner: PlannerConfig,
+    breaker: BreakerConfig,
+    w: &Workload,
+) -> CoreConfig {
+    if let Some(ttl) = s.ttl {
+        planner.max_ttl = planner.max_ttl.min(ttl);
+    }
+    CoreConfig {
+        planner,
+        breaker,
+        demand_ttl: s.ttl.unwrap_or(Duration::MAX),
+        max_tracked: w.entity_slots().max(1),
+        tick: s.tick,
+        ..CoreConfig::default()
     }
 }
 

@@ -612,7 +612,7 @@ mod tests {
                 let gap = e[1].time.as_micros() - e[0].time.as_micros();
                 let every = every.as_micros() as i64;
                 let n = (gap - 1).max(0) / every;
-                n.min(engine::MAX_QUIET_TICKS - 1) as u64
+                n.min(i64::from(prescient_prefetch::machine::MAX_QUIET_TICKS) - 1) as u64
             })
             .sum();
         assert_eq!(ticks, expected);

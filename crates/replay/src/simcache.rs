@@ -37,6 +37,11 @@ pub trait SimCache {
     fn invalidate(&mut self, idx: u32, min_version: u64);
     /// Entries held (expired ones that were not purged yet included).
     fn len(&self) -> usize;
+    /// Moves the entities evicted for capacity (not expiry) since the last call into `out`.
+    /// The default reports none.
+    fn take_evicted(&mut self, out: &mut Vec<u32>) {
+        let _ = out;
+    }
     /// Whether the cache holds nothing.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -56,6 +61,8 @@ pub struct LruTtl {
     tail: u32,
     floor: Vec<u64>,
     expiry: BinaryHeap<Reverse<(i64, u32)>>,
+    /// Evicted for capacity since the last [`SimCache::take_evicted`].
+    evicted: Vec<u32>,
 }
 
 impl LruTtl {
@@ -79,6 +86,7 @@ impl LruTtl {
             tail: NIL,
             floor: vec![0; n],
             expiry: BinaryHeap::new(),
+            evicted: Vec::new(),
         }
     }
 
@@ -173,6 +181,7 @@ impl SimCache for LruTtl {
             while self.len >= self.cap && self.tail != NIL {
                 let t = self.tail;
                 self.remove(t);
+                self.evicted.push(t);
             }
             self.present[i] = true;
             self.len += 1;
@@ -202,6 +211,10 @@ impl SimCache for LruTtl {
 
     fn len(&self) -> usize {
         self.len
+    }
+
+    fn take_evicted(&mut self, out: &mut Vec<u32>) {
+        out.append(&mut self.evicted);
     }
 }
 

@@ -49,6 +49,9 @@ use serde::Serialize;
 use crate::budget::{Budget, BudgetConfig};
 use crate::retry::RetryConfig;
 
+mod threshold;
+use threshold::Thresholds;
+
 /// A key the planner can schedule: an entity identity with a kind to batch by.
 pub trait PlanKey: Clone + Eq + Hash + Ord + Debug {
     /// The batch key: loads of one kind go to the store together.
@@ -158,6 +161,10 @@ pub struct InFlight {
     pub origin: Origin,
     /// When it started.
     pub started: Timestamp,
+    /// For a prefetch, how the predictor found the entity.
+    pub relation: Relation,
+    /// Whether a read that missed joined it (a prefetch is then credited as used).
+    pub joined: bool,
 }
 
 /// One entity of a prefetch batch.
@@ -245,6 +252,36 @@ fn by_relation_name<S: serde::Serializer>(
     s.collect_map(Relation::ALL.iter().map(|r| (r.as_str(), stats[r.index()])))
 }
 
+/// A pending plan, as it moves between planners ([`Planner::export_plans`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PlanState {
+    /// When it falls due.
+    pub due: Timestamp,
+    /// The prediction's confidence.
+    pub confidence: f32,
+    /// The expected read.
+    pub expected_at: Timestamp,
+    /// The end of the window.
+    pub latest: Timestamp,
+    /// Attempts so far.
+    pub attempt: u32,
+    /// How the predictor found the entity.
+    pub relation: Relation,
+}
+
+impl From<&Plan> for PlanState {
+    fn from(p: &Plan) -> Self {
+        PlanState {
+            due: p.due,
+            confidence: p.confidence,
+            expected_at: p.expected_at,
+            latest: p.latest,
+            attempt: p.attempt,
+            relation: p.relation,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Plan {
     seq: u64,
@@ -309,45 +346,12 @@ pub struct Planner<K: PlanKey> {
     budget: Budget,
     rng: SmallRng,
     stats: PlannerStats,
-    /// Per relation ([`Relation::index`]): the threshold in force, recent prefetches issued
-    /// and used (decayed), and prefetches issued.
-    relations: [RelationThreshold; Relation::ALL.len()],
-}
-
-#[derive(Debug, Clone, Copy)]
-struct RelationThreshold {
-    threshold: f32,
-    recent_issued: f32,
-    recent_used: f32,
-    issued: u64,
-    /// Offers turned away below the threshold since the relation's last prefetch.
-    starved: u32,
+    /// Per relation: the threshold in force and what it learns from.
+    thresholds: Thresholds,
 }
 
 /// The most pending plans one entity has at a time (for disjoint windows).
 pub const MAX_PLANS_PER_ENTITY: usize = 4;
-
-/// How fast the recent counts of issued and used prefetches forget (per prefetch issued).
-const PRECISION_DECAY: f32 = 1.0 - 1.0 / 1024.0;
-/// A starved threshold steps down by this much.
-const THRESHOLD_STEP: f32 = 0.01;
-/// One adjustment per this many prefetches moves the threshold by this gain times the gap
-/// between the target and the recent precision, at most [`MAX_ADJUST`]: a relation far above
-/// its target comes down fast after a bad spell lifted it, one near its target barely moves.
-/// (A fixed step of 0.01 either way, before: on the headline replay gap closed 0.230 to 0.236
-/// on bpic2012, 0.216 to 0.222 on OCEL, 0.155 to 0.160 on helpdesk, and P3 0.505 to 0.519,
-/// each precision still above 0.5; gains of 0.015 to 0.03 did about as well, 0.01 lost on
-/// helpdesk, 0.07 and more on P3.)
-const THRESHOLD_GAIN: f32 = 0.02;
-const MAX_ADJUST: f32 = 0.02;
-const ADJUST_EVERY: u64 = 32;
-/// A learned threshold that turned away this many offers of its relation in a row, without a
-/// prefetch in between, steps down: it moves only on prefetches issued, so once above every
-/// confidence its relation offers, it would stay there however good the relation became.
-/// (P3, 1M reads, gap closed: 1,024 0.519, 512 0.530, 256 0.539, 192 0.543, 128 0.496, 64
-/// 0.478, where each step judges afresh on too short a record; the headline logs, whose
-/// relations are rarely starved, do not change.)
-const STARVED_OFFERS: u32 = 256;
 
 impl<K: PlanKey> Planner<K> {
     /// A planner with no plans.
@@ -372,13 +376,7 @@ impl<K: PlanKey> Planner<K> {
                 }; Relation::ALL.len()],
                 ..PlannerStats::default()
             },
-            relations: [RelationThreshold {
-                threshold: cfg.threshold,
-                recent_issued: 0.0,
-                recent_used: 0.0,
-                issued: 0,
-                starved: 0,
-            }; Relation::ALL.len()],
+            thresholds: Thresholds::new(cfg.threshold, cfg.target_precision, cfg.threshold_bounds),
             cfg,
         }
     }
@@ -396,65 +394,12 @@ impl<K: PlanKey> Planner<K> {
     /// The confidence threshold in force for predictions found through `relation` (learned,
     /// if the settings have a target precision).
     pub fn threshold(&self, relation: Relation) -> f32 {
-        self.relations[relation.index()].threshold
+        self.thresholds.get(relation)
     }
 
     /// A prefetch found through `relation` served a read that would otherwise have missed.
     pub fn on_prefetch_used(&mut self, relation: Relation) {
-        self.relations[relation.index()].recent_used += 1.0;
-        self.stats.by_relation[relation.index()].used += 1;
-    }
-
-    /// Moves the threshold of `relation` after one of its prefetches was issued: up while the
-    /// recent share of its prefetches that were used is below the target, down while above, in
-    /// proportion to the distance.
-    /// Each relation is judged by its own record, so a weak source of predictions does not
-    /// silence a strong one.
-    fn adapt_threshold(&mut self, relation: Relation) {
-        let target = self.cfg.target_precision;
-        let (lo, hi) = self.cfg.threshold_bounds;
-        let r = &mut self.relations[relation.index()];
-        r.issued += 1;
-        r.starved = 0;
-        let st = &mut self.stats.by_relation[relation.index()];
-        st.issued += 1;
-        st.threshold = r.threshold;
-        r.recent_issued = r.recent_issued * PRECISION_DECAY + 1.0;
-        r.recent_used *= PRECISION_DECAY;
-        let Some(target) = target else {
-            return;
-        };
-        if !r.issued.is_multiple_of(ADJUST_EVERY) || r.recent_issued < 2.0 * ADJUST_EVERY as f32 {
-            return;
-        }
-        let precision = r.recent_used / r.recent_issued;
-        let step = ((target - precision) * THRESHOLD_GAIN).clamp(-MAX_ADJUST, MAX_ADJUST);
-        r.threshold = (r.threshold + step).clamp(lo.min(hi), hi.max(lo));
-        self.stats.by_relation[relation.index()].threshold = r.threshold;
-    }
-
-    /// An offer of `relation` was turned away below the threshold. After [`STARVED_OFFERS`] in a
-    /// row, a learned threshold steps down to try the relation's best offers again, if the
-    /// relation's prefetches so far met the target precision (one that never did stays off).
-    fn starve(&mut self, relation: Relation) {
-        let Some(target) = self.cfg.target_precision else {
-            return;
-        };
-        let (lo, hi) = self.cfg.threshold_bounds;
-        let r = &mut self.relations[relation.index()];
-        r.starved += 1;
-        if r.starved < STARVED_OFFERS {
-            return;
-        }
-        r.starved = 0;
-        let st = &mut self.stats.by_relation[relation.index()];
-        if st.issued > 0 && st.used as f64 >= f64::from(target) * st.issued as f64 {
-            // The recent record is of the spell that lifted the threshold: judge afresh.
-            r.recent_issued = 0.0;
-            r.recent_used = 0.0;
-            r.threshold = (r.threshold - THRESHOLD_STEP).clamp(lo.min(hi), hi.max(lo));
-            st.threshold = r.threshold;
-        }
+        self.thresholds.on_used(relation, &mut self.stats);
     }
 
     /// Plans waiting to be loaded.
@@ -472,7 +417,7 @@ impl<K: PlanKey> Planner<K> {
         self.stats.offered += 1;
         if offer.confidence < self.threshold(offer.relation) || offer.confidence.is_nan() {
             self.stats.below_threshold += 1;
-            self.starve(offer.relation);
+            self.thresholds.on_starved(offer.relation, &mut self.stats);
             return;
         }
         if offer.latest < now || offer.expected_at.since(now) > self.cfg.horizon {
@@ -554,6 +499,62 @@ impl<K: PlanKey> Planner<K> {
         }
     }
 
+    /// Drops the pending plans of every key `select` picks.
+    pub fn forget_where(&mut self, select: &mut dyn FnMut(&K) -> bool) {
+        let mut dropped = 0;
+        self.pending.retain(|k, plans| {
+            let drop = select(k);
+            if drop {
+                dropped += plans.len();
+            }
+            !drop
+        });
+        self.plans -= dropped;
+        self.compact();
+    }
+
+    /// The pending plans of the keys `select` picks, to move them to another planner
+    /// ([`Planner::import_plans`]).
+    pub fn export_plans(&self, select: &mut dyn FnMut(&K) -> bool) -> Vec<(K, Vec<PlanState>)> {
+        self.pending
+            .iter()
+            .filter(|(k, _)| select(k))
+            .map(|(k, plans)| (k.clone(), plans.iter().map(PlanState::from).collect()))
+            .collect()
+    }
+
+    /// Takes over plans exported by another planner: each is offered again as it was, with
+    /// its due time, unless its window closed before `now`.
+    pub fn import_plans(&mut self, now: Timestamp, key: K, plans: Vec<PlanState>) {
+        for p in plans {
+            if p.latest < now {
+                continue;
+            }
+            self.seq += 1;
+            let plan = Plan {
+                seq: self.seq,
+                due: p.due.max(now),
+                confidence: p.confidence,
+                expected_at: p.expected_at,
+                latest: p.latest,
+                attempt: p.attempt,
+                relation: p.relation,
+            };
+            let list = self.pending.entry(key.clone()).or_default();
+            if list.len() >= MAX_PLANS_PER_ENTITY {
+                continue;
+            }
+            let pos = list.partition_point(|q| q.due <= plan.due);
+            self.timeline.push(Reverse(Timed {
+                due: plan.due,
+                seq: plan.seq,
+                key: key.clone(),
+            }));
+            list.insert(pos, plan);
+            self.plans += 1;
+        }
+    }
+
     /// Rebuilds the heaps when replaced plans have left too many dead entries in them.
     fn compact(&mut self) {
         let live = self.plans;
@@ -609,9 +610,22 @@ impl<K: PlanKey> Planner<K> {
             id: self.new_load(),
             origin: Origin::Demand,
             started: now,
+            relation: Relation::Same,
+            joined: false,
         };
         self.in_flight.insert(key.clone(), f);
         (f, true)
+    }
+
+    /// A read that missed joins the load of `key` in flight: returns the relation of the
+    /// prefetch to credit as used, if it is a prefetch no read had joined yet.
+    pub fn mark_joined(&mut self, key: &K) -> Option<Relation> {
+        let f = self.in_flight.get_mut(key)?;
+        if f.origin != Origin::Prefetch || f.joined {
+            return None;
+        }
+        f.joined = true;
+        Some(f.relation)
     }
 
     /// A consumer miss's load of `key` finished (successfully or not).
@@ -690,11 +704,13 @@ impl<K: PlanKey> Planner<K> {
                     id: load,
                     origin: Origin::Prefetch,
                     started: now,
+                    relation: plan.relation,
+                    joined: false,
                 },
             );
             self.prefetches_in_flight += 1;
             self.stats.issued += 1;
-            self.adapt_threshold(plan.relation);
+            self.thresholds.on_issued(plan.relation, &mut self.stats);
             let item = BatchItem {
                 key: r.key,
                 load,
@@ -725,7 +741,7 @@ impl<K: PlanKey> Planner<K> {
         latest
             .since(now)
             .saturating_add(self.cfg.ttl_slack)
-            .clamp(self.cfg.min_ttl, self.cfg.max_ttl)
+            .clamp(self.cfg.min_ttl.min(self.cfg.max_ttl), self.cfg.max_ttl)
     }
 
     /// The prefetch `item` is no longer in flight.
@@ -808,393 +824,4 @@ pub enum Failure {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    impl PlanKey for (u8, u32) {
-        type Kind = u8;
-        fn kind(&self) -> u8 {
-            self.0
-        }
-    }
-
-    fn ms(v: i64) -> Timestamp {
-        Timestamp::from_millis(v)
-    }
-
-    fn offer(key: (u8, u32), conf: f32, at: i64) -> Offer<(u8, u32)> {
-        Offer {
-            key,
-            confidence: conf,
-            expected_at: ms(at),
-            latest: ms(at + 1000),
-            relation: Relation::Same,
-        }
-    }
-
-    fn cfg() -> PlannerConfig {
-        PlannerConfig {
-            lead: Duration::from_millis(10),
-            batch_window: Duration::ZERO,
-            budget: BudgetConfig {
-                per_read: 1.0,
-                per_second: 0.0,
-                burst: 100.0,
-            },
-            retry: RetryConfig {
-                max_attempts: 3,
-                base: Duration::from_millis(5),
-                max: Duration::from_millis(50),
-                jitter: 0.0,
-            },
-            ..PlannerConfig::default()
-        }
-    }
-
-    fn keys(batches: &[Batch<(u8, u32)>]) -> Vec<(u8, u32)> {
-        batches
-            .iter()
-            .flat_map(|b| b.items.iter().map(|i| i.key))
-            .collect()
-    }
-
-    #[test]
-    fn loads_just_in_time_not_now() {
-        let mut p = Planner::new(cfg());
-        p.offer(ms(0), offer((0, 1), 0.9, 100));
-        assert!(p.poll(ms(0), &mut |_, _| false).is_empty());
-        assert_eq!(p.next_due(), Some(ms(90)));
-        assert!(p.poll(ms(89), &mut |_, _| false).is_empty());
-        assert_eq!(keys(&p.poll(ms(90), &mut |_, _| false)), vec![(0, 1)]);
-    }
-
-    /// A planner that learns its threshold (target 0.5, within 0.3..0.9), starting at 0.5.
-    fn learning() -> Planner<(u8, u32)> {
-        Planner::new(PlannerConfig {
-            threshold: 0.5,
-            target_precision: Some(0.5),
-            threshold_bounds: (0.3, 0.9),
-            max_in_flight: 1_000_000,
-            ..cfg()
-        })
-    }
-
-    /// One offer at `conf` per millisecond from `from` on, `n` in all (a read each, so the
-    /// budget keeps up); the prefetch issued for offer `i` is then reported used if `used(i)`.
-    /// Returns the prefetches issued.
-    fn drive(
-        p: &mut Planner<(u8, u32)>,
-        from: u32,
-        n: u32,
-        conf: f32,
-        used: impl Fn(u32) -> bool,
-    ) -> usize {
-        let mut issued = 0;
-        for i in from..from + n {
-            let t = i64::from(i);
-            p.on_read();
-            p.offer(ms(t), offer((0, i), conf, t + 20));
-            for b in p.poll(ms(t + 20), &mut |_, _| false) {
-                for item in b.items {
-                    issued += 1;
-                    p.complete(ms(t + 22), &item, Ok(()));
-                    if used(i) {
-                        p.on_prefetch_used(item.relation);
-                    }
-                }
-            }
-        }
-        issued
-    }
-
-    #[test]
-    fn learned_threshold_follows_usefulness() {
-        // Every prefetch wasted: the threshold climbs to its upper bound; every one used: it
-        // falls to its lower bound.
-        let run = |used: bool| {
-            let mut p = learning();
-            drive(&mut p, 0, 5_000, 0.95, |_| used);
-            p.threshold(Relation::Same)
-        };
-        assert!((run(false) - 0.9).abs() < 1e-3, "wasted: {}", run(false));
-        assert!((run(true) - 0.3).abs() < 1e-3, "used: {}", run(true));
-    }
-
-    #[test]
-    fn the_threshold_moves_in_proportion_to_its_distance_from_the_target() {
-        // All used (precision 1, far above the 0.5 target) against three in five used (0.6):
-        // both thresholds fall, the first about five times as far.
-        let fall = |share_used: u32| {
-            let mut p = learning();
-            drive(&mut p, 0, 640, 0.95, |i| i % 5 < share_used);
-            0.5 - p.threshold(Relation::Same)
-        };
-        let (far, near) = (fall(5), fall(3));
-        assert!(near > 0.0, "near the target it still falls: {near}");
-        assert!(far > 3.0 * near, "far {far}, near {near}");
-    }
-
-    #[test]
-    fn a_starved_threshold_tries_a_proven_relation_again() {
-        let run = |proven: u32| {
-            let mut p = learning();
-            drive(&mut p, 0, proven, 0.85, |_| true);
-            // A bad spell lifts the threshold above every offer.
-            drive(&mut p, proven, 4_000, 0.85, |_| false);
-            assert!(p.threshold(Relation::Same) > 0.85);
-            drive(&mut p, proven + 4_000, 20_000, 0.85, |_| true)
-        };
-        // Mostly useful before the spell: its offers are tried again, and loaded.
-        let again = run(12_000);
-        assert!(again > 1_000, "{again}");
-        // Never useful: it stays off.
-        assert_eq!(run(0), 0);
-    }
-
-    #[test]
-    fn each_relation_learns_its_own_threshold() {
-        // Linked predictions are always wasted, refreshes always used: the waste of one
-        // relation must not raise the threshold of the other.
-        let mut p = learning();
-        for i in 0..5_000u32 {
-            p.on_read();
-            p.on_read();
-            let t = i64::from(i);
-            for (id, relation) in [(2 * i, Relation::Linked), (2 * i + 1, Relation::Refresh)] {
-                p.offer(
-                    ms(t),
-                    Offer {
-                        relation,
-                        ..offer((0, id), 0.95, t + 20)
-                    },
-                );
-            }
-            for b in p.poll(ms(t + 20), &mut |_, _| false) {
-                for item in b.items {
-                    p.complete(ms(t + 22), &item, Ok(()));
-                    if item.relation == Relation::Refresh {
-                        p.on_prefetch_used(item.relation);
-                    }
-                }
-            }
-        }
-        assert!((p.threshold(Relation::Linked) - 0.9).abs() < 1e-3);
-        assert!((p.threshold(Relation::Refresh) - 0.3).abs() < 1e-3);
-    }
-
-    #[test]
-    fn threshold_and_horizon_filter() {
-        let mut p = Planner::new(PlannerConfig {
-            threshold: 0.5,
-            horizon: Duration::from_secs(1),
-            ..cfg()
-        });
-        p.offer(ms(0), offer((0, 1), 0.49, 10));
-        p.offer(ms(0), offer((0, 2), 0.9, 5_000));
-        assert_eq!(p.pending_len(), 0);
-        assert_eq!(p.stats().below_threshold, 1);
-        assert_eq!(p.stats().out_of_horizon, 1);
-    }
-
-    #[test]
-    fn newer_offer_replaces_the_pending_one() {
-        let mut p = Planner::new(cfg());
-        p.offer(ms(0), offer((0, 1), 0.9, 100));
-        p.offer(ms(1), offer((0, 1), 0.8, 500));
-        assert!(p.poll(ms(100), &mut |_, _| false).is_empty());
-        assert_eq!(keys(&p.poll(ms(490), &mut |_, _| false)), vec![(0, 1)]);
-        assert_eq!(p.stats().replaced, 1);
-    }
-
-    #[test]
-    fn plans_for_disjoint_windows_coexist() {
-        // A refresh due soon and a use predicted well after it: both are loaded, each in
-        // its own window; beyond the cap per entity, the farthest plan is dropped.
-        let mut p = Planner::new(cfg());
-        let window = |key, at| Offer {
-            latest: ms(at + 50),
-            ..offer(key, 0.9, at)
-        };
-        p.offer(ms(0), window((0, 1), 100));
-        p.offer(ms(1), window((0, 1), 1_000));
-        for i in 0..MAX_PLANS_PER_ENTITY as i64 {
-            p.offer(ms(2), window((0, 1), 5_000 + 1_000 * i));
-        }
-        assert_eq!(p.pending_len(), MAX_PLANS_PER_ENTITY);
-        assert_eq!(p.stats().replaced, 2);
-        let first = p.poll(ms(95), &mut |_, _| false);
-        assert_eq!(keys(&first), vec![(0, 1)]);
-        assert_eq!(p.pending_len(), MAX_PLANS_PER_ENTITY - 1);
-        assert!(p.complete(ms(97), &first[0].items[0], Ok(())).is_some());
-        assert!(p.poll(ms(100), &mut |_, _| false).is_empty());
-        assert_eq!(keys(&p.poll(ms(995), &mut |_, _| false)), vec![(0, 1)]);
-        // `forget` drops every plan of the entity.
-        p.forget(&(0, 1));
-        assert_eq!(p.pending_len(), 0);
-        assert!(p.poll(ms(90_000), &mut |_, _| false).is_empty());
-    }
-
-    #[test]
-    fn another_relation_does_not_replace_a_plan() {
-        // A refresh and a linked prediction for the same window: the newer linked one does not
-        // displace the refresh; one load serves both, the other plan is skipped as cached.
-        let mut p = Planner::new(cfg());
-        p.offer(
-            ms(0),
-            Offer {
-                relation: Relation::Refresh,
-                ..offer((0, 1), 0.9, 100)
-            },
-        );
-        p.offer(
-            ms(1),
-            Offer {
-                relation: Relation::Linked,
-                ..offer((0, 1), 0.9, 120)
-            },
-        );
-        assert_eq!(p.pending_len(), 2);
-        assert_eq!(p.stats().replaced, 0);
-        let b = p.poll(ms(95), &mut |_, _| false);
-        assert_eq!(keys(&b), vec![(0, 1)]);
-        assert_eq!(b[0].items[0].relation, Relation::Refresh);
-        assert!(p.complete(ms(96), &b[0].items[0], Ok(())).is_some());
-        assert!(p.poll(ms(115), &mut |_, _| true).is_empty());
-        assert_eq!(p.stats().skipped_cached, 1);
-        assert_eq!(p.pending_len(), 0);
-        // The same relation for an overlapping window replaces.
-        p.offer(ms(200), offer((0, 2), 0.9, 300));
-        p.offer(ms(201), offer((0, 2), 0.8, 310));
-        assert_eq!(p.pending_len(), 1);
-        assert_eq!(p.stats().replaced, 1);
-    }
-
-    #[test]
-    fn skips_cached_and_in_flight() {
-        let mut p = Planner::new(cfg());
-        let (_, new) = p.begin_demand(ms(0), &(0, 2));
-        assert!(new);
-        p.offer(ms(0), offer((0, 1), 0.9, 10));
-        p.offer(ms(0), offer((0, 2), 0.9, 10));
-        let b = p.poll(ms(0), &mut |k, _| *k == (0, 1));
-        assert!(b.is_empty());
-        assert_eq!(p.stats().skipped_cached, 1);
-        assert_eq!(p.stats().skipped_in_flight, 1);
-        // And a demand load joins nothing twice.
-        let (_, again) = p.begin_demand(ms(1), &(0, 2));
-        assert!(!again);
-    }
-
-    #[test]
-    fn priority_batches_and_concurrency() {
-        let mut p = Planner::new(PlannerConfig {
-            max_in_flight: 2,
-            batch_size: 8,
-            ..cfg()
-        });
-        p.offer(ms(0), offer((0, 1), 0.6, 10));
-        p.offer(ms(0), offer((1, 2), 0.95, 10));
-        p.offer(ms(0), offer((0, 3), 0.9, 10));
-        let b = p.poll(ms(0), &mut |_, _| false);
-        assert_eq!(keys(&b), vec![(1, 2), (0, 3)]);
-        assert_eq!(b.len(), 2, "one batch per kind");
-        // The third waits for a slot.
-        assert!(p.poll(ms(1), &mut |_, _| false).is_empty());
-        let item = b[0].items[0].clone();
-        assert!(p.complete(ms(2), &item, Ok(())).is_some());
-        assert_eq!(keys(&p.poll(ms(2), &mut |_, _| false)), vec![(0, 1)]);
-    }
-
-    #[test]
-    fn budget_caps_extra_load() {
-        let mut p = Planner::new(PlannerConfig {
-            budget: BudgetConfig {
-                per_read: 1.0,
-                per_second: 0.0,
-                burst: 1.0,
-            },
-            ..cfg()
-        });
-        p.offer(ms(0), offer((0, 1), 0.9, 10));
-        p.offer(ms(0), offer((0, 2), 0.8, 10));
-        assert_eq!(keys(&p.poll(ms(0), &mut |_, _| false)), vec![(0, 1)]);
-        assert!(p.poll(ms(1), &mut |_, _| false).is_empty());
-        p.on_read();
-        assert_eq!(keys(&p.poll(ms(2), &mut |_, _| false)), vec![(0, 2)]);
-        assert!(p.stats().budget_waits >= 1);
-    }
-
-    #[test]
-    fn retries_with_backoff_then_gives_up() {
-        let mut p = Planner::new(cfg());
-        p.offer(ms(0), offer((0, 1), 0.9, 10));
-        let b = p.poll(ms(0), &mut |_, _| false);
-        let item = b[0].items[0].clone();
-        assert_eq!(p.complete(ms(1), &item, Err(Failure::Transient)), None);
-        assert_eq!(p.next_due(), Some(ms(6)));
-        let b = p.poll(ms(6), &mut |_, _| false);
-        let item = b[0].items[0].clone();
-        assert_eq!(item.attempt, 2);
-        p.complete(ms(7), &item, Err(Failure::Transient));
-        let b = p.poll(ms(17), &mut |_, _| false);
-        let item = b[0].items[0].clone();
-        assert_eq!(item.attempt, 3);
-        p.complete(ms(18), &item, Err(Failure::Transient));
-        assert!(p.poll(ms(1000), &mut |_, _| false).is_empty());
-        assert_eq!(p.stats().retries, 2);
-        assert_eq!(p.stats().failed, 1);
-        // Permanent failures are not retried.
-        p.offer(ms(1000), offer((0, 5), 0.9, 1010));
-        let b = p.poll(ms(1000), &mut |_, _| false);
-        p.complete(ms(1001), &b[0].items[0], Err(Failure::Permanent));
-        assert_eq!(p.stats().failed, 2);
-        assert_eq!(p.pending_len(), 0);
-    }
-
-    #[test]
-    fn ttl_covers_the_window_within_bounds() {
-        let p: Planner<(u8, u32)> = Planner::new(PlannerConfig {
-            min_ttl: Duration::from_secs(1),
-            max_ttl: Duration::from_secs(60),
-            ttl_slack: Duration::from_secs(1),
-            ..cfg()
-        });
-        assert_eq!(p.ttl_for(ms(0), ms(10_000)), Duration::from_secs(11));
-        assert_eq!(p.ttl_for(ms(0), ms(0)), Duration::from_secs(1));
-        assert_eq!(p.ttl_for(ms(0), ms(1_000_000)), Duration::from_secs(60));
-    }
-
-    #[test]
-    fn late_plans_expire() {
-        let mut p = Planner::new(PlannerConfig {
-            budget: BudgetConfig {
-                per_read: 0.0,
-                per_second: 0.0,
-                burst: 0.0,
-            },
-            ..cfg()
-        });
-        p.offer(ms(0), offer((0, 1), 0.9, 10));
-        assert!(p.poll(ms(0), &mut |_, _| false).is_empty());
-        assert!(p.poll(ms(5_000), &mut |_, _| false).is_empty());
-        assert_eq!(p.stats().expired, 1);
-    }
-
-    #[test]
-    fn stats_serialize_relations_by_name() {
-        let mut stats = PlannerStats {
-            issued: 3,
-            ..PlannerStats::default()
-        };
-        stats.by_relation[Relation::Refresh.index()].issued = 2;
-        stats.by_relation[Relation::Refresh.index()].used = 1;
-        let v = serde_json::to_value(&stats).unwrap();
-        assert_eq!(v["issued"], 3);
-        assert_eq!(v["by_relation"]["refresh"]["issued"], 2);
-        assert_eq!(v["by_relation"]["refresh"]["used"], 1);
-        assert_eq!(
-            v["by_relation"].as_object().map(|m| m.len()),
-            Some(Relation::ALL.len())
-        );
-    }
-}
+mod tests;
