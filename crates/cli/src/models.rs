@@ -1,39 +1,13 @@
-//! Choosing and building the predictor: `--model online|relational|simple|reuse|keys|FILE` (and,
-//! with the neural crate, `neural` and `ensemble`).
+//! `--model online|relational|simple|reuse|keys|neural|ensemble|FILE|KIND:FILE`: which model a
+//! command runs. The models themselves are built by the one factory that `serve` uses too
+//! (`prescient_server::models`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use prescient_core::{Local, OnlineModel, Predictor};
-use prescient_predict::{
-    KeyConfig, KeyModel, PrescientModel, RelationalConfig, RelationalModel, ReuseConfig,
-    ReuseModel, SimpleConfig, SimpleModel,
-};
-
-/// The kinds of model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ModelKind {
-    /// The online relational model (the default).
-    Online,
-    /// Only the relational part of the default model: next types and the entities linked to the
-    /// event, without refreshes timed to the data-age limit or key structure. Cheaper per event;
-    /// `serve` hosts it as `[predictor] model = "relational"`.
-    Relational,
-    /// The baseline: bigram next types, same-entity re-reads.
-    Simple,
-    /// Only the reuse-time part of the default model: refreshes timed to the data-age limit.
-    Reuse,
-    /// The neural sequence model (a GRU, or `--network transformer`): trained on the learned
-    /// events when first asked to predict, or loaded from an artifact directory written by
-    /// `prescient train --model neural`.
-    Neural,
-    /// The neural next-type distribution mixed with the online model's by a weight chosen on
-    /// validation data; entities from the online model.
-    Ensemble,
-    /// Structure between keys, for access traces: successors and sequential or strided
-    /// readahead over integer ids. Predicts no event types.
-    Keys,
-}
+pub use prescient_server::models::ModelKind;
+use prescient_server::models::{self, ModelSpec};
 
 /// A neural learner of kind `network` that draws its training progress on stderr.
 pub fn neural_learner(network: prescient_neural::Cell) -> prescient_neural::NeuralLearner {
@@ -46,93 +20,33 @@ pub fn neural_learner(network: prescient_neural::Cell) -> prescient_neural::Neur
 pub(crate) fn load_neural(
     dir: &Path,
 ) -> anyhow::Result<std::sync::Arc<prescient_neural::NeuralModel>> {
-    let model = prescient_neural::NeuralModel::load(dir)
-        .with_context(|| format!("loading neural model {}", dir.display()))?;
-    Ok(std::sync::Arc::new(model))
+    Ok(models::load_neural(dir)?)
 }
 
-/// A trained network served with the default online model: next types mixed as `mix` says,
-/// entities from the online model.
-fn served(
-    model: std::sync::Arc<prescient_neural::NeuralModel>,
-    mix: prescient_neural::EnsembleMix,
-) -> Box<dyn OnlineModel> {
-    Box::new(prescient_neural::EnsembleModel::served(
-        prescient_neural::NeuralPredictor::new(model),
-        PrescientModel::default(),
-        mix,
-    ))
-}
-
-/// The relational model of a snapshot written by `prescient train`.
-fn restore_relational(path: &Path) -> anyhow::Result<RelationalModel> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("reading model snapshot {}", path.display()))?;
-    RelationalModel::restore(&bytes)
-        .with_context(|| format!("loading model snapshot {}", path.display()))
-}
-
-/// Builds a model of `kind`, starting from `snapshot` if given.
-/// `network` is the kind of network a neural model trains when it has no artifact.
+/// Builds a model of `kind`, starting from `file` if given (a relational snapshot, or for the
+/// neural kinds an artifact directory). `network` is the kind of network a neural model trains
+/// when it has no artifact.
 pub fn build_model(
     kind: ModelKind,
-    snapshot: Option<&Path>,
+    file: Option<&Path>,
     network: prescient_neural::Cell,
 ) -> anyhow::Result<Box<dyn OnlineModel>> {
-    match (kind, snapshot) {
-        (ModelKind::Online, None) => Ok(Box::new(PrescientModel::default())),
-        (ModelKind::Online, Some(path)) => {
-            Ok(Box::new(PrescientModel::new(restore_relational(path)?)))
-        }
-        (ModelKind::Relational, None) => {
-            Ok(Box::new(RelationalModel::new(RelationalConfig::default())))
-        }
-        (ModelKind::Relational, Some(path)) => Ok(Box::new(restore_relational(path)?)),
-        (ModelKind::Reuse, None) => Ok(Box::new(ReuseModel::new(ReuseConfig::default()))),
-        (ModelKind::Reuse, Some(path)) => {
-            anyhow::bail!(
-                "the reuse model has no snapshots; {} cannot be loaded with --model reuse",
-                path.display()
-            )
-        }
-        (ModelKind::Simple, None) => Ok(Box::new(SimpleModel::new(SimpleConfig::default()))),
-        (ModelKind::Keys, None) => Ok(Box::new(KeyModel::new(KeyConfig::default()))),
-        (ModelKind::Neural, None) => Ok(Box::new(neural_learner(network))),
-        (ModelKind::Neural, Some(dir)) => {
-            let model = load_neural(dir)?;
-            // Next types and times from the network alone; entities from the online model.
-            let mix = prescient_neural::EnsembleMix::network_only(&model);
-            Ok(served(model, mix))
-        }
-        (ModelKind::Ensemble, None) => Ok(Box::new(prescient_neural::EnsembleModel::new(
-            neural_learner(network),
-            RelationalModel::new(RelationalConfig::default()),
-            Box::new(|| RelationalModel::new(RelationalConfig::default())),
-        ))),
-        (ModelKind::Ensemble, Some(dir)) => {
-            let model = load_neural(dir)?;
-            let Some(mix) = model.ensemble() else {
-                anyhow::bail!(
-                    "the neural model {} has no ensemble weight (it was trained by an older \
-                     version); train it again with `prescient train --model neural`",
-                    dir.display()
-                )
-            };
-            Ok(served(model, mix))
-        }
-        (ModelKind::Simple, Some(path)) => {
-            anyhow::bail!(
-                "the simple model has no snapshots; {} cannot be loaded with --model simple",
-                path.display()
-            )
-        }
-        (ModelKind::Keys, Some(path)) => {
-            anyhow::bail!(
-                "the keys model has no snapshots; {} cannot be loaded with --model keys",
-                path.display()
-            )
-        }
-    }
+    let file = file.map(Path::to_path_buf);
+    let (snapshot, neural) = if kind.is_neural() {
+        (None, file)
+    } else {
+        (file, None)
+    };
+    let spec = ModelSpec {
+        kind,
+        snapshot,
+        neural,
+        network,
+        progress: true,
+        max_age: None,
+    };
+    let built = models::build_model(&spec).with_context(|| format!("--model {kind}"))?;
+    Ok(built.model)
 }
 
 /// `--model`: a model kind, or the path of a trained model.
@@ -174,6 +88,7 @@ impl ModelArgs {
             )
         }
         let mut model = build_model(kind, file.as_deref(), self.network)?;
+        // Served in-process, on the caller's thread: the replay's virtual time has no deadline.
         model.set_max_age(max_age);
         let source = file.map_or_else(
             || "cold start".to_owned(),
@@ -184,13 +99,12 @@ impl ModelArgs {
 
     /// The kind, and the file if `--model` named one.
     pub fn resolve(&self) -> anyhow::Result<(ModelKind, Option<PathBuf>)> {
-        use clap::ValueEnum;
-        if let Ok(kind) = ModelKind::from_str(&self.model, true) {
+        if let Ok(kind) = self.model.parse::<ModelKind>() {
             return Ok((kind, None));
         }
         // `KIND:PATH`: a kind started from a file (`ensemble:models/helpdesk`).
         if let Some((kind, path)) = self.model.split_once(':')
-            && let Ok(kind) = ModelKind::from_str(kind, true)
+            && let Ok(kind) = kind.parse::<ModelKind>()
         {
             let path = PathBuf::from(path);
             if !path.exists() {
@@ -209,10 +123,7 @@ impl ModelArgs {
         if path.exists() {
             return Ok((ModelKind::Online, Some(path)));
         }
-        let kinds: Vec<String> = ModelKind::value_variants()
-            .iter()
-            .filter_map(|k| k.to_possible_value().map(|v| v.get_name().to_owned()))
-            .collect();
+        let kinds: Vec<&str> = ModelKind::ALL.iter().map(|k| k.name()).collect();
         anyhow::bail!(
             "--model {:?}: not a model kind ({}) nor an existing file",
             self.model,
@@ -226,6 +137,7 @@ mod tests {
     #![allow(clippy::unwrap_used)] // a test: an unwrap that fails is a failed test
 
     use prescient_core::{EntityRef, Event, Timestamp};
+    use prescient_predict::{RelationalConfig, RelationalModel};
 
     use super::*;
 

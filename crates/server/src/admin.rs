@@ -32,7 +32,7 @@ use prescient_neural::ModelSlot;
 use prescient_prefetch::{BreakerState, Prefetcher, ReadError, Snapshot};
 use serde::{Deserialize, Serialize};
 
-use crate::serve::ServeStats;
+use crate::stats::ServeStats;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -47,6 +47,8 @@ pub struct AdminState {
     pub store: Arc<dyn Store>,
     /// The neural model's slot, for `/model` (absent: the predictor has no network).
     pub model_slot: Option<ModelSlot>,
+    /// `/readyz` is not ready while a batch has been processing for longer than this.
+    pub stall: Duration,
 }
 
 /// The admin routes.
@@ -138,6 +140,12 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     let mut failing = Vec::new();
     if !s.stats.source_up.load(Ordering::Relaxed) {
         failing.push("source".to_owned());
+    }
+    if let Some(d) = s.stats.processing_for().filter(|d| *d > s.stall) {
+        failing.push(format!(
+            "events: one batch has been processing for {} s",
+            d.as_secs()
+        ));
     }
     let probe = EntityKey::new("__prescient_probe", "readyz");
     let t = Duration::from_secs(1);

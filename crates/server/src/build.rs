@@ -8,18 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prescient_core::{
-    Ack, Cache, Delivery, Event, EventSource, Local, OnlineModel, Predictor, SourceError, Store,
+    Ack, Cache, Delivery, Event, EventSource, Local, Predictor, SourceError, Store,
 };
-use prescient_neural::{EnsembleMix, EnsembleModel, ModelSlot, NeuralModel, NeuralPredictor};
-use prescient_predict::{
-    PrescientModel, RelationalConfig, RelationalModel, SimpleConfig, SimpleModel,
-};
+use prescient_neural::ModelSlot;
 use prescient_prefetch::{
-    BreakerConfig, BudgetConfig, PlannerConfig, PrefetcherConfig, RetryConfig,
+    BreakerConfig, BudgetConfig, Offloaded, PlannerConfig, PrefetcherConfig, RetryConfig,
 };
 
-use crate::config::{CacheConfig, Config, ModelChoice, PrefetchConfig, SourceConfig, StoreConfig};
+use crate::config::{CacheConfig, Config, PrefetchConfig, SourceConfig, StoreConfig};
 use crate::error::ServerError;
+use crate::models::{ModelSpec, build_model};
 
 /// Connects the event source that `cfg` names.
 ///
@@ -217,93 +215,30 @@ pub struct BuiltPredictor {
     pub model_slot: Option<ModelSlot>,
 }
 
-/// Builds the predictor that `[predictor]` names.
+/// Builds the predictor that `[predictor]` names ([`crate::models::build_model`]), run on a
+/// thread of its own ([`Offloaded`]) so that the prediction deadline can give up on it.
 ///
 /// # Errors
 /// [`ServerError::Config`] when the snapshot or the neural model cannot be read or does not fit
 /// the model.
 pub fn build_predictor(cfg: &Config) -> Result<BuiltPredictor, ServerError> {
     let p = &cfg.predictor;
-    let mut model_slot = None;
-    let online = |snapshot: &Option<std::path::PathBuf>| -> Result<PrescientModel, ServerError> {
-        Ok(match snapshot {
-            Some(path) => PrescientModel::new(restore_relational(path)?),
-            None => PrescientModel::default(),
-        })
+    let spec = ModelSpec {
+        kind: p.model,
+        snapshot: p.snapshot.clone(),
+        neural: p.neural.clone(),
+        // The data-age limit: the longest a prefetched copy may be kept (what times refreshes).
+        max_age: Some(Duration::from_millis(cfg.prefetch.max_ttl_ms.max(1))),
+        ..ModelSpec::default()
     };
-    let mut model: Box<dyn OnlineModel> = match (p.model, &p.snapshot) {
-        // The same default model as `replay`, `demo` and `evaluate`: relational, reuse-time and
-        // key models together.
-        (ModelChoice::Online, snapshot) => Box::new(online(snapshot)?),
-        (ModelChoice::Relational, None) => {
-            Box::new(RelationalModel::new(RelationalConfig::default()))
-        }
-        (ModelChoice::Relational, Some(path)) => Box::new(restore_relational(path)?),
-        (ModelChoice::Simple, None) => Box::new(SimpleModel::new(SimpleConfig::default())),
-        (ModelChoice::Simple, Some(_)) => {
-            return Err(ServerError::Config(
-                "predictor.snapshot: the simple model has no snapshots; use model = \"online\""
-                    .into(),
-            ));
-        }
-        (choice @ (ModelChoice::Neural | ModelChoice::Ensemble), snapshot) => {
-            let dir = p.neural.as_ref().ok_or_else(|| {
-                ServerError::Config(
-                    "predictor.neural: model = \"neural\" and \"ensemble\" need a model directory"
-                        .into(),
-                )
-            })?;
-            let slot = ModelSlot::new(Arc::new(NeuralModel::load(dir).map_err(|e| {
-                ServerError::Config(format!(
-                    "predictor.neural: cannot load {}: {}",
-                    dir.display(),
-                    prescient_core::error_chain(&e)
-                ))
-            })?));
-            let (network, _) = slot.current();
-            let mix = if choice == ModelChoice::Ensemble {
-                network.ensemble().ok_or_else(|| {
-                    ServerError::Config(format!(
-                        "predictor.neural: {} has no ensemble weight; train it again with \
-                         `prescient train --model neural`, or use model = \"neural\"",
-                        dir.display()
-                    ))
-                })?
-            } else {
-                EnsembleMix::network_only(&network)
-            };
-            let network = NeuralPredictor::new(network).follow(slot.clone());
-            // `ensemble` takes each artifact's own mix, so a swapped-in model brings its own.
-            let served = if choice == ModelChoice::Ensemble {
-                EnsembleModel::served_following(network, online(snapshot)?, mix)
-            } else {
-                EnsembleModel::served(network, online(snapshot)?, mix)
-            };
-            model_slot = Some(slot);
-            Box::new(served)
-        }
-    };
-    // The data-age limit: the longest a prefetched copy may be kept (what times refreshes).
-    model.set_max_age(Some(Duration::from_millis(cfg.prefetch.max_ttl_ms.max(1))));
-    Ok(BuiltPredictor {
-        predictor: Arc::new(Local::new(model)),
-        model_slot,
-    })
-}
-
-/// The relational model of a snapshot written by `prescient train`.
-fn restore_relational(path: &std::path::Path) -> Result<RelationalModel, ServerError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        ServerError::Config(format!(
-            "predictor.snapshot: cannot read {}: {e}",
-            path.display()
-        ))
+    let built = build_model(&spec).map_err(|e| ServerError::Config(format!("[predictor]: {e}")))?;
+    let local: Arc<dyn Predictor> = Arc::new(Local::new(built.model));
+    let predictor = Offloaded::new(local).map_err(|e| {
+        ServerError::Config(format!("[predictor]: cannot start the model's thread: {e}"))
     })?;
-    RelationalModel::restore(&bytes).map_err(|e| {
-        ServerError::Config(format!(
-            "predictor.snapshot: {} is not a snapshot of the online model: {e}",
-            path.display()
-        ))
+    Ok(BuiltPredictor {
+        predictor: Arc::new(predictor),
+        model_slot: built.slot,
     })
 }
 

@@ -31,6 +31,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::models::ModelKind;
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -138,14 +140,14 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         let p = &self.predictor;
         match (p.model, &p.neural) {
-            (ModelChoice::Neural | ModelChoice::Ensemble, None) => {
+            (ModelKind::Neural | ModelKind::Ensemble, None) => {
                 return Err(ConfigError::Invalid(
                     "key `predictor.neural`: model = \"neural\" and \"ensemble\" need the \
                      directory of a model written by `prescient train --model neural`"
                         .into(),
                 ));
             }
-            (ModelChoice::Online | ModelChoice::Relational | ModelChoice::Simple, Some(_)) => {
+            (kind, Some(_)) if !kind.is_neural() => {
                 return Err(ConfigError::Invalid(
                     "key `predictor.neural`: only model = \"neural\" or \"ensemble\" uses a \
                      neural model"
@@ -308,7 +310,7 @@ pub struct PredictorConfig {
     /// `online` (the default model, learning as events arrive), `relational`, `simple` (the
     /// baseline), `neural` or `ensemble`.
     #[serde(default)]
-    pub model: ModelChoice,
+    pub model: ModelKind,
     /// A snapshot of the online model to start from (written by `prescient train`).
     #[serde(default)]
     pub snapshot: Option<PathBuf>,
@@ -317,27 +319,6 @@ pub struct PredictorConfig {
     /// one while serving.
     #[serde(default)]
     pub neural: Option<PathBuf>,
-}
-
-/// The model kinds `serve` can host.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModelChoice {
-    /// The default online model (`prescient_predict::PrescientModel`: relational, reuse-time and
-    /// key models), told the data-age limit `[prefetch] max_ttl_ms`.
-    #[default]
-    Online,
-    /// The relational model alone: cheaper per event than `online`, without its reuse-time
-    /// (refresh) and key predictions.
-    Relational,
-    /// The simple baseline.
-    Simple,
-    /// The neural network's next types and times (`[predictor] neural`), with the online
-    /// model's entities.
-    Neural,
-    /// The network and the online model mixed by the weight chosen on validation data when
-    /// the artifact was trained; entities from the online model.
-    Ensemble,
 }
 
 /// The prefetch planner's knobs (see `prescient_prefetch::PlannerConfig`).
@@ -466,6 +447,13 @@ pub struct ServeConfig {
     /// many that are already at hand, sends their invalidations at once, predicts them in order
     /// and acks them (1: one event at a time).
     pub batch: usize,
+    /// A delivery the broker has made this many times without an ack is dead-lettered
+    /// instead of processed: a message that crashed or wedged the process before would
+    /// otherwise be redelivered forever. 0 turns this off.
+    pub max_deliveries: u32,
+    /// `/readyz` answers not ready while one batch has been processing for longer than this
+    /// many seconds (the cache unreachable, say, holding invalidations).
+    pub stall_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -476,6 +464,8 @@ impl Default for ServeConfig {
             max_backoff_ms: 5_000,
             shutdown_grace_secs: 10,
             batch: 256,
+            max_deliveries: 5,
+            stall_secs: 30,
         }
     }
 }

@@ -16,8 +16,11 @@ pub mod admin;
 pub mod build;
 pub mod config;
 pub mod error;
+pub mod models;
 pub mod serve;
+pub mod stats;
 
 pub use config::{Config, ConfigError};
 pub use error::ServerError;
-pub use serve::{ServeReport, ServeStats, Service, shutdown_signal};
+pub use serve::{ServeReport, Service, shutdown_signal};
+pub use stats::ServeStats;

@@ -16,7 +16,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -31,23 +31,7 @@ use tracing::{info, warn};
 use crate::build;
 use crate::config::{Config, EventTime, ServeClock};
 use crate::error::ServerError;
-
-/// Counters of the serve loop (the prefetcher counts the rest).
-#[derive(Debug, Default)]
-pub struct ServeStats {
-    /// Deliveries taken from the source.
-    pub received: AtomicU64,
-    /// Events processed and acked (or whose ack was attempted).
-    pub processed: AtomicU64,
-    /// Malformed messages dead-lettered.
-    pub dead_letters: AtomicU64,
-    /// Acks or dead-letterings that failed (the broker will redeliver).
-    pub ack_errors: AtomicU64,
-    /// Errors of the source's `next` (each followed by a backoff).
-    pub source_errors: AtomicU64,
-    /// Whether the source answered last time.
-    pub source_up: AtomicBool,
-}
+pub use crate::stats::ServeStats;
 
 /// What a finished serve run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +195,7 @@ impl Service {
                 cache: self.cache.clone(),
                 store: self.store.clone(),
                 model_slot: self.model_slot.clone(),
+                stall: Duration::from_secs(self.cfg.serve.stall_secs.max(1)),
             };
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
@@ -279,11 +264,16 @@ impl Service {
         let base = Duration::from_millis(50);
         let max = self.cfg.serve.max_backoff();
         let max_batch = self.cfg.serve.batch.max(1);
+        let grace = Duration::from_secs(self.cfg.serve.shutdown_grace_secs);
+        // After a source error, a retried `next` that waits this long without failing has
+        // reconnected (the sources fail a pull after missed heartbeats): a quiet stream is up.
+        let up_after = Duration::from_secs(2);
         let batches = Batches {
             prefetcher: self.prefetcher.clone(),
             stats: self.stats.clone(),
             hook: self.hook.clone(),
             event_time: self.cfg.serve.event_time,
+            max_deliveries: self.cfg.serve.max_deliveries,
         };
         let mut backoff = base;
         let mut batch: Vec<Delivery> = Vec::with_capacity(max_batch);
@@ -298,8 +288,11 @@ impl Service {
             let next = tokio::select! {
                 biased;
                 _ = &mut shutdown => {
-                    if let Some(p) = processing.take() {
-                        p.await;
+                    if let Some(p) = processing.take()
+                        && tokio::time::timeout(grace, p).await.is_err()
+                    {
+                        // Its events stay unacked: the broker redelivers them.
+                        warn!(message = "The batch in progress did not finish within the grace period; leaving it unacked.");
                     }
                     return false;
                 }
@@ -313,6 +306,11 @@ impl Service {
                     continue;
                 }
                 n = self.source.next(), if batch.len() < max_batch => n,
+                _ = tokio::time::sleep(up_after), if !self.stats.source_up.load(Ordering::Relaxed) => {
+                    info!(message = "Event source is back.");
+                    self.stats.source_up.store(true, Ordering::Relaxed);
+                    continue;
+                }
             };
             let mut failure = None;
             let mut ended = false;
@@ -377,27 +375,37 @@ struct Batches {
     stats: Arc<ServeStats>,
     hook: Option<ProcessedHook>,
     event_time: EventTime,
+    max_deliveries: u32,
 }
 
 impl Batches {
-    /// Processes a batch of deliveries: dead-letters the malformed ones, runs the events
-    /// through [`Prefetcher::on_events`] in delivery order, then acks each event. Every ack is
-    /// sent after the prefetches of its event are scheduled, so delivery stays at least once.
+    /// Processes a batch of deliveries: dead-letters the malformed ones and those delivered
+    /// too often, runs the events through [`Prefetcher::on_events`] in delivery order, then
+    /// acks each event, or dead-letters it with the reason when its invalidation could not be
+    /// made to hold. Every ack is sent after its event's invalidations hold and its prefetches
+    /// are scheduled, so delivery stays at least once.
     async fn process(&self, batch: Vec<Delivery>) {
         self.stats
             .received
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.stats.processing(true);
         let mut events = Vec::with_capacity(batch.len());
         let mut acks = Vec::with_capacity(batch.len());
         for delivery in batch {
+            if self.max_deliveries > 0 && delivery.attempt > self.max_deliveries {
+                let reason = format!(
+                    "delivered {} times without being acked (more than [serve] max_deliveries = \
+                     {}): it may have crashed or wedged the process before",
+                    delivery.attempt, self.max_deliveries
+                );
+                self.stats.poison.fetch_add(1, Ordering::Relaxed);
+                self.dead_letter(delivery.ack, &reason).await;
+                continue;
+            }
             match delivery.payload {
                 Err(bad) => {
-                    self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                     warn!(message = "Malformed message dead-lettered.", error = %bad.error, bytes = bad.raw.len(), attempt = delivery.attempt);
-                    if let Err(error) = delivery.ack.dead_letter(&bad.error).await {
-                        self.stats.ack_errors.fetch_add(1, Ordering::Relaxed);
-                        warn!(message = "Dead-lettering failed; the broker will redeliver.", %error);
-                    }
+                    self.dead_letter(delivery.ack, &bad.error).await;
                 }
                 Ok(mut event) => {
                     if self.event_time == EventTime::Arrival {
@@ -409,24 +417,51 @@ impl Batches {
             }
         }
         if events.is_empty() {
+            self.stats.processing(false);
             return;
         }
-        self.prefetcher.on_events(&events).await;
+        let done = self.prefetcher.on_events(&events).await;
         if let Some(hook) = &self.hook {
             for event in &events {
                 hook(event);
             }
         }
-        let results = futures::future::join_all(acks.into_iter().map(Ack::ack)).await;
-        for (result, event) in results.into_iter().zip(&events) {
-            if let Err(error) = result {
-                self.stats.ack_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(message = "Ack failed; the broker will redeliver.", %error, event = %event.id);
+        let mut failed = done.failed.into_iter().peekable();
+        let mut to_ack = Vec::with_capacity(acks.len());
+        for (i, ack) in acks.into_iter().enumerate() {
+            match failed.next_if(|(f, _)| *f == i) {
+                Some((_, reason)) => {
+                    warn!(message = "Event dead-lettered: its invalidation did not hold.", %reason, event = %events[i].id);
+                    self.dead_letter(ack, &reason).await;
+                }
+                None => to_ack.push((i, ack)),
             }
         }
-        self.stats
-            .processed
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        let acked = to_ack.len() as u64;
+        let results = futures::future::join_all(
+            to_ack
+                .into_iter()
+                .map(|(i, a)| async move { (i, a.ack().await) }),
+        )
+        .await;
+        for (i, result) in results {
+            if let Err(error) = result {
+                self.stats.ack_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(message = "Ack failed; the broker will redeliver.", %error, event = %events[i].id);
+            }
+        }
+        self.stats.processed.fetch_add(acked, Ordering::Relaxed);
+        self.stats.processing(false);
+    }
+
+    /// Dead-letters one delivery with `reason` (counted; a failure is left to the broker to
+    /// redeliver).
+    async fn dead_letter(&self, ack: Ack, reason: &str) {
+        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = ack.dead_letter(reason).await {
+            self.stats.ack_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(message = "Dead-lettering failed; the broker will redeliver.", %error);
+        }
     }
 }
 
