@@ -375,7 +375,7 @@ mod tests {
         }
         fn observe(&mut self, _: &Event, _: Observe) {
             self.0 += 1;
-            assert!(self.0 % 2 == 0, "odd event {}", self.0);
+            assert!(self.0.is_multiple_of(2), "odd event {}", self.0);
         }
         fn forecast(&mut self, _: &Event) -> Forecast {
             Forecast::default()

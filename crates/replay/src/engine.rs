@@ -148,10 +148,16 @@ enum LoadKind {
     Prefetch(BatchItem<SimKey>, bool),
 }
 
+/// Called with each event's index and the core once every decision up to the next event's
+/// time is made (without a consumer delay; not for the last event): tests that compare drivers
+/// decision by decision.
+pub type CoreObserver<'p> = Box<dyn FnMut(usize, &PrefetchCore<SimKey>) + 'p>;
+
 /// The Prescient policy's driver state: the real prefetch core and the predictor.
 struct Prescient<'p> {
     predictor: &'p dyn Predictor,
     core: PrefetchCore<SimKey>,
+    observer: Option<CoreObserver<'p>>,
     rng: SmallRng,
     /// Capacity evictions of the cache, to report to the core.
     evicted: Vec<u32>,
@@ -208,10 +214,27 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
         self.prescient = Some(Prescient {
             predictor,
             core: PrefetchCore::new(core_config(&self.s, planner, breaker, self.w)),
+            observer: None,
             rng: SmallRng::seed_from_u64(self.s.seed),
             evicted: Vec::new(),
         });
         self
+    }
+
+    /// Has `observer` called after each event's prediction step.
+    pub(crate) fn with_observer(mut self, observer: CoreObserver<'p>) -> Self {
+        if let Some(p) = &mut self.prescient {
+            p.observer = Some(observer);
+        }
+        self
+    }
+
+    fn observe(&mut self, i: usize) {
+        if let Some(p) = &mut self.prescient
+            && let Some(f) = &mut p.observer
+        {
+            f(i, &p.core);
+        }
     }
 
     fn key(&self, idx: u32) -> SimKey {
@@ -233,6 +256,10 @@ impl<'w, 'p, C: SimCache> Sim<'w, 'p, C> {
                 let t = self.w.events[ri].time.as_micros();
                 self.tick_until(t);
                 self.advance_to(t);
+                if ri > 0 {
+                    // Every decision up to this event's time is made.
+                    self.observe(ri - 1);
+                }
                 self.mutate(ri);
                 self.read(ri, t);
                 self.predict(ri, t);

@@ -19,7 +19,7 @@ use prescient_core::Predictor;
 use prescient_prefetch::{BreakerConfig, PlannerConfig};
 use serde::Serialize;
 
-pub use engine::{BackingStore, KindStats, PolicyStats, SimKey, SimSettings};
+pub use engine::{BackingStore, CoreObserver, KindStats, PolicyStats, SimKey, SimSettings};
 pub use workload::Workload;
 
 use engine::Sim;
@@ -367,16 +367,29 @@ impl Policy {
     }
 }
 
-/// Replays `w` under every policy. `progress(policy, events_done)` reports progress.
-pub fn run(
+/// Replays `w` under the `prescient` policy alone, calling `observer` with each event's index
+/// and the prefetch core once every decision up to the next event's time is made
+/// ([`CoreObserver`]): a test compares the core's decisions under this driver and under the
+/// tokio one, event by event.
+pub fn observe_prescient<'p>(
     w: &Workload,
     opts: &ReplayOptions,
-    predictor: &dyn Predictor,
-    progress: &mut dyn FnMut(Policy, usize),
-) -> ReplayReport {
-    let n = w.entity_slots();
+    predictor: &'p dyn Predictor,
+    observer: CoreObserver<'p>,
+) -> PolicyStats {
     let capacity = opts.capacity.entries(w.distinct_entities());
-    let settings = SimSettings {
+    Sim::new(
+        w,
+        settings(opts, capacity),
+        LruTtl::new(w.entity_slots(), capacity),
+    )
+    .with_prescient(predictor, opts.planner.clone(), opts.breaker)
+    .with_observer(observer)
+    .run(&mut |_| {})
+}
+
+fn settings(opts: &ReplayOptions, capacity: usize) -> SimSettings {
+    SimSettings {
         capacity,
         ttl: opts.ttl,
         db_latency: opts.db_latency,
@@ -386,7 +399,19 @@ pub fn run(
         tick: opts.tick,
         seed: opts.seed,
         backing: opts.backing.clone(),
-    };
+    }
+}
+
+/// Replays `w` under every policy. `progress(policy, events_done)` reports progress.
+pub fn run(
+    w: &Workload,
+    opts: &ReplayOptions,
+    predictor: &dyn Predictor,
+    progress: &mut dyn FnMut(Policy, usize),
+) -> ReplayReport {
+    let n = w.entity_slots();
+    let capacity = opts.capacity.entries(w.distinct_entities());
+    let settings = settings(opts, capacity);
     let oracle = w.oracle_hit_ratio();
     let mut lru_kinds = None;
     let (lru, tinylfu) = if opts.baselines {

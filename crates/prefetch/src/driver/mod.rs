@@ -69,6 +69,11 @@ pub struct PrefetcherConfig {
     /// retried until it holds, with this backoff; any other failure up to `max_attempts` times,
     /// after which the event is to be dead-lettered with the reason.
     pub invalidate_retry: RetryConfig,
+    /// With a clock that follows the events, wait for the loads issued at one moment to
+    /// finish before the clock moves on, as loads that take no time would. For drivers in
+    /// virtual time and the test that compares them with the simulator; a live node leaves
+    /// it off, so that loads overlap the next events.
+    pub lockstep: bool,
 }
 
 impl Default for PrefetcherConfig {
@@ -87,6 +92,7 @@ impl Default for PrefetcherConfig {
                 max: Duration::from_secs(2),
                 jitter: 0.2,
             },
+            lockstep: false,
         }
     }
 }
@@ -353,16 +359,38 @@ impl Prefetcher {
     /// Cancelling may skip the predictions of some events and leave invalidations unconfirmed;
     /// do not ack the events then (the broker redelivers them, and processing is idempotent).
     pub async fn on_events(&self, events: &[Event]) -> Processed {
+        let failed = self.invalidate(events).await;
+        let offered = self.predict(events).await;
+        Processed { offered, failed }
+    }
+
+    /// The first half of [`Prefetcher::on_events`]: counts the events and sends their
+    /// invalidations, retried until they hold. Returns the events whose invalidations could
+    /// not be made to hold, with the reason. A driver that interleaves reads with the events
+    /// (in virtual time, reads come after an event's writes and before its predictions) calls
+    /// the halves apart.
+    ///
+    /// # Cancel safety
+    /// See [`Prefetcher::on_events`].
+    pub async fn invalidate(&self, events: &[Event]) -> Vec<(usize, String)> {
         self.inner
             .metrics
             .events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
-        let failed = self.invalidate_written(events).await;
+        self.invalidate_written(events).await
+    }
+
+    /// The second half of [`Prefetcher::on_events`]: asks the predictor about the events and
+    /// issues the loads due. Returns the predictions offered.
+    ///
+    /// # Cancel safety
+    /// Cancelling may skip the predictions of some events.
+    pub async fn predict(&self, events: &[Event]) -> usize {
         let started = std::time::Instant::now();
         let offered = self.predict_events(events).await;
         self.count_predict_time(started);
         self.inner.wake.notify_one();
-        Processed { offered, failed }
+        offered
     }
 
     /// Adds the time since `started` to the `predict_micros` counter. A measurement only: what

@@ -78,7 +78,7 @@ impl Prefetcher {
             if take == 0 {
                 self.advance_to(&events[i]);
                 self.processed(&events[i]);
-                self.issue_due();
+                self.issue_due_settled().await;
                 i += 1;
                 continue;
             }
@@ -92,7 +92,7 @@ impl Prefetcher {
                 let n = self.take_forecast(at, Some(event), result);
                 offered += n.unwrap_or(0);
                 self.processed(event);
-                self.issue_due();
+                self.issue_due_settled().await;
                 if !self.state().core.breaker_closed(self.inner.clock.now()) {
                     // Failures opened the breaker: it would have refused the rest.
                     break;
@@ -200,10 +200,14 @@ impl Prefetcher {
             let Some(at) = self.state().core.next_tick(until, until_is_event) else {
                 return;
             };
+            if self.inner.event_time.load(Ordering::Relaxed) {
+                // The loads that fall due before the tick are issued at their own times.
+                self.step_through_due(at).await;
+            }
             if self.inner.clock.observe_event(at) {
                 self.inner.event_time.store(true, Ordering::Relaxed);
             }
-            self.issue_due();
+            self.issue_due_settled().await;
             let now = self.inner.clock.now();
             if !self.state().core.allow_predict(now) {
                 continue;
@@ -219,7 +223,7 @@ impl Prefetcher {
                 Err(_) => Err(PredictError::Timeout),
             };
             self.take_forecast(self.inner.clock.now(), None, result);
-            self.issue_due();
+            self.issue_due_settled().await;
             if self.inner.event_time.load(Ordering::Relaxed) {
                 // Nothing else moves a clock that follows the events before the next tick or
                 // event: step it through the loads that fall due in between.
@@ -239,10 +243,34 @@ impl Prefetcher {
             };
             if !self.inner.clock.observe_event(due) && due <= self.inner.clock.now() {
                 // Due already and still not issued (budget or concurrency): leave it for later.
-                self.issue_due();
+                self.issue_due_settled().await;
                 return;
             }
-            self.issue_due();
+            self.issue_due_settled().await;
+        }
+    }
+
+    /// Time passed until `until` without an event: ticks the quiet spell before it, issues the
+    /// loads that fell due (with a clock that follows the events, stepping it through them),
+    /// and moves such a clock to `until`. A driver in virtual time calls this before the
+    /// reads at `until`; `on_events` does it by itself for the events it is given.
+    pub async fn advance(&self, until: Timestamp) {
+        if self.inner.event_time.load(Ordering::Relaxed) {
+            self.tick_quiet(until, true).await;
+            self.step_through_due(until).await;
+        }
+        if self.inner.clock.observe_event(until) {
+            self.inner.event_time.store(true, Ordering::Relaxed);
+        }
+        self.issue_due_settled().await;
+    }
+
+    /// [`Prefetcher::issue_due`], then, in lockstep ([`super::PrefetcherConfig::lockstep`]),
+    /// waits for the loads to finish before time moves on.
+    async fn issue_due_settled(&self) {
+        self.issue_due();
+        if self.inner.cfg.lockstep {
+            self.drain().await;
         }
     }
 
