@@ -39,10 +39,12 @@ mod error;
 mod input;
 mod jsonl;
 mod ocel;
+mod source;
 mod time;
 
 pub use error::{ImportError, MAX_KEPT_ERRORS};
 pub use ocel::read_ocel2_object_links;
+pub use source::FileSource;
 pub use time::parse_timestamp;
 
 /// An input format.

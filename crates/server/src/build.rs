@@ -7,9 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prescient_core::{
-    Ack, Cache, Delivery, Event, EventSource, Local, Predictor, SourceError, Store,
-};
+use prescient_core::{Cache, EventSource, Local, Predictor, Store};
+use prescient_io::FileSource;
 use prescient_neural::ModelSlot;
 use prescient_prefetch::{
     BreakerConfig, BudgetConfig, Offloaded, PlannerConfig, PrefetcherConfig, RetryConfig,
@@ -24,7 +23,6 @@ use crate::models::{ModelSpec, build_model};
 /// # Errors
 /// [`ServerError::Source`] when the broker cannot be reached or the file cannot be read.
 pub async fn build_source(cfg: &SourceConfig) -> Result<Box<dyn EventSource>, ServerError> {
-    let src = |e: String| ServerError::Source(e);
     Ok(match cfg {
         SourceConfig::File { path, format } => {
             let format = match format {
@@ -43,11 +41,9 @@ pub async fn build_source(cfg: &SourceConfig) -> Result<Box<dyn EventSource>, Se
                 prescient_io::read_log(&path, &opts, &mut |_, _| {})
             })
             .await
-            .map_err(|e| src(e.to_string()))?
-            .map_err(|e| src(e.to_string()))?;
-            Box::new(FileSource {
-                events: log.events.into_iter(),
-            })
+            .map_err(ServerError::source)?
+            .map_err(ServerError::source)?;
+            Box::new(FileSource::new(log.events))
         }
         SourceConfig::Nats {
             url,
@@ -71,7 +67,7 @@ pub async fn build_source(cfg: &SourceConfig) -> Result<Box<dyn EventSource>, Se
             Box::new(
                 prescient_nats::NatsSource::connect(opts)
                     .await
-                    .map_err(|e| src(e.to_string()))?,
+                    .map_err(ServerError::source)?,
             )
         }
         SourceConfig::RedisStreams {
@@ -93,7 +89,7 @@ pub async fn build_source(cfg: &SourceConfig) -> Result<Box<dyn EventSource>, Se
             Box::new(
                 prescient_redis::RedisStreamSource::connect(opts)
                     .await
-                    .map_err(|e| src(e.to_string()))?,
+                    .map_err(ServerError::source)?,
             )
         }
         SourceConfig::Amqp {
@@ -110,7 +106,7 @@ pub async fn build_source(cfg: &SourceConfig) -> Result<Box<dyn EventSource>, Se
             Box::new(
                 prescient_amqp::AmqpSource::connect(opts)
                     .await
-                    .map_err(|e| src(e.to_string()))?,
+                    .map_err(ServerError::source)?,
             )
         }
     })
@@ -124,7 +120,6 @@ pub async fn build_cache(
     cfg: &CacheConfig,
     floor_ttl: Duration,
 ) -> Result<Arc<dyn Cache>, ServerError> {
-    let err = |e: String| ServerError::Cache(e);
     Ok(match cfg {
         CacheConfig::Memory { capacity } => {
             Arc::new(prescient_cache_mem::MemCache::new(*capacity, floor_ttl))
@@ -143,7 +138,7 @@ pub async fn build_cache(
             Arc::new(
                 prescient_redis::RedisCache::connect(opts)
                     .await
-                    .map_err(|e| err(e.to_string()))?,
+                    .map_err(ServerError::cache)?,
             )
         }
         CacheConfig::Memcached {
@@ -158,7 +153,7 @@ pub async fn build_cache(
             Arc::new(
                 prescient_memcached::MemcachedCache::connect(opts)
                     .await
-                    .map_err(|e| err(e.to_string()))?,
+                    .map_err(ServerError::cache)?,
             )
         }
     })
@@ -169,10 +164,9 @@ pub async fn build_cache(
 /// # Errors
 /// [`ServerError::Store`] when the store cannot be reached or a configured query is wrong.
 pub async fn build_store(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ServerError> {
-    let err = |e: String| ServerError::Store(e);
     Ok(match cfg {
         StoreConfig::Sqlite { path } => {
-            Arc::new(prescient_sqlite::SqliteStore::open(path).map_err(|e| err(e.to_string()))?)
+            Arc::new(prescient_sqlite::SqliteStore::open(path).map_err(ServerError::store)?)
         }
         StoreConfig::Postgres {
             url,
@@ -189,17 +183,11 @@ pub async fn build_store(cfg: &StoreConfig) -> Result<Arc<dyn Store>, ServerErro
             }
             let store = prescient_postgres::PgStore::connect(opts)
                 .await
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(ServerError::store)?;
             if *ensure_schema {
-                store
-                    .ensure_schema()
-                    .await
-                    .map_err(|e| err(e.to_string()))?;
+                store.ensure_schema().await.map_err(ServerError::store)?;
             }
-            store
-                .check_queries()
-                .await
-                .map_err(|e| err(e.to_string()))?;
+            store.check_queries().await.map_err(ServerError::store)?;
             Arc::new(store)
         }
     })
@@ -308,30 +296,4 @@ pub fn prefetcher_config(p: &PrefetchConfig) -> Result<PrefetcherConfig, ServerE
         tick: Some(ms(p.tick_ms.unwrap_or(p.max_ttl_ms))).filter(|d| !d.is_zero()),
         ..PrefetcherConfig::default()
     })
-}
-
-/// A log file replayed once as an event source (acks do nothing).
-#[derive(Debug)]
-pub struct FileSource {
-    events: std::vec::IntoIter<Event>,
-}
-
-impl FileSource {
-    /// A source over events already read.
-    pub fn new(events: Vec<Event>) -> Self {
-        FileSource {
-            events: events.into_iter(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl EventSource for FileSource {
-    async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
-        Ok(self.events.next().map(|e| Delivery {
-            payload: Ok(e),
-            attempt: 1,
-            ack: Ack::noop(),
-        }))
-    }
 }

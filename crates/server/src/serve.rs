@@ -132,9 +132,9 @@ impl Service {
             return Ok(None);
         }
         let addr = self.cfg.admin.bind;
-        let err = |e: std::io::Error| ServerError::Admin {
+        let err = |error: std::io::Error| ServerError::Admin {
             addr: addr.to_string(),
-            error: e.to_string(),
+            error,
         };
         let listener = TcpListener::bind(addr).await.map_err(err)?;
         let local = listener.local_addr().map_err(err)?;
