@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use prescient_core::{Event, Timestamp};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
@@ -124,7 +125,7 @@ impl NeuralModel {
     pub fn load(dir: impl AsRef<Path>) -> Result<NeuralModel, NeuralError> {
         let dir = dir.as_ref();
         let meta_path = dir.join(META_FILE);
-        let text = std::fs::read(&meta_path).map_err(io_err(&meta_path))?;
+        let text = read_bounded(&meta_path, MAX_META_BYTES)?;
         let probe: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| artifact_err(&meta_path, format!("not valid JSON: {e}")))?;
         if probe.get("format").and_then(|v| v.as_str()) != Some(FORMAT) {
@@ -199,7 +200,7 @@ impl NeuralModel {
             ));
         }
         let weights_path = dir.join(WEIGHTS_FILE);
-        let bytes = std::fs::read(&weights_path).map_err(io_err(&weights_path))?;
+        let bytes = read_bounded(&weights_path, max_weights_bytes(meta.arch))?;
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
             artifact_err(
                 &weights_path,
@@ -207,6 +208,7 @@ impl NeuralModel {
             )
         })?;
         check_shapes(&tensors, meta.arch, &weights_path, &meta_path)?;
+        check_values(&tensors, &weights_path)?;
         let mut model = NeuralModel::assemble(
             vocab,
             meta.features,
@@ -236,8 +238,115 @@ impl NeuralModel {
         model.calibration = meta.calibration;
         model.novelty_discount = meta.novelty_discount;
         model.ensemble = meta.ensemble;
+        model
+            .trial()
+            .map_err(|problem| artifact_err(&weights_path, problem))?;
         Ok(model)
     }
+
+    /// One trial prediction, before the model serves: the model answers without panicking,
+    /// with finite probabilities and a finite expected delay.
+    fn trial(&self) -> Result<(), String> {
+        let Some(first) = self.vocabulary().first().cloned() else {
+            return Err("the vocabulary is empty".into());
+        };
+        let event = Event::new("trial", first, Timestamp::from_secs(0));
+        let context = [event];
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.predict_batch(&[&context[..]])
+        }));
+        let dists = match answer {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return Err(format!("a trial prediction failed: {e}")),
+            Err(panic) => {
+                return Err(format!(
+                    "a trial prediction panicked: {}",
+                    prescient_core::panic_message(&*panic)
+                ));
+            }
+        };
+        for d in &dists {
+            if !d.probabilities.iter().all(|p| p.is_finite()) || !d.expected_seconds.is_finite() {
+                return Err(
+                    "a trial prediction gave non-finite probabilities or delay: the weights \
+                     overflow"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The largest `meta.json` read.
+const MAX_META_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The largest magnitude a weight may have. Trained weights are orders of magnitude smaller;
+/// past this, activations overflow `f32`.
+const MAX_WEIGHT: f32 = 1e6;
+
+/// The largest weights file read for `arch`: its tensors stored as 64-bit floats, plus room
+/// for the safetensors header.
+fn max_weights_bytes(arch: Arch) -> u64 {
+    let values: u64 = arch
+        .tensor_shapes()
+        .iter()
+        .map(|(_, shape)| shape.iter().map(|&d| d as u64).product::<u64>())
+        .sum();
+    values.saturating_mul(8).saturating_add(16 * 1024 * 1024)
+}
+
+/// Reads a regular file of at most `max` bytes (a link to a device or a pipe, or a file too
+/// large, is an error, never read whole).
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, NeuralError> {
+    use std::io::Read as _;
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(artifact_err(path, "not a regular file"));
+    }
+    if meta.len() > max {
+        return Err(artifact_err(
+            path,
+            format!("{} bytes; at most {max} are read", meta.len()),
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path))?;
+    if bytes.len() as u64 > max {
+        return Err(artifact_err(
+            path,
+            format!("grew past {max} bytes while read"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Every weight is finite and at most [`MAX_WEIGHT`] in magnitude.
+fn check_values(tensors: &HashMap<String, Tensor>, weights_path: &Path) -> Result<(), NeuralError> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let values: Vec<f32> = tensors[name]
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1()?;
+        if let Some(v) = values
+            .iter()
+            .find(|v| !(v.is_finite() && v.abs() <= MAX_WEIGHT))
+        {
+            return Err(artifact_err(
+                weights_path,
+                format!(
+                    "tensor {name} holds {v}; weights must be finite and at most {MAX_WEIGHT:e} \
+                     in magnitude"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_shapes(

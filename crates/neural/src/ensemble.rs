@@ -63,9 +63,7 @@ pub fn mix(
 ) -> Vec<NextEvent> {
     let mut p: HashMap<SmolStr, (f32, prescient_core::Timestamp)> = HashMap::new();
     let neural_f = neural.map(|d| {
-        let at = event.time.plus(std::time::Duration::from_secs_f64(
-            d.expected_seconds.clamp(0.0, 1e12),
-        ));
+        let at = crate::model::after_seconds(event.time, d.expected_seconds);
         (d, at)
     });
     if let Some((d, at)) = neural_f {
@@ -111,9 +109,7 @@ fn combine(
 ) -> Vec<NextEvent> {
     match neural {
         Some(d) if online.next.is_empty() => {
-            let expected_at = event.time.plus(std::time::Duration::from_secs_f64(
-                d.expected_seconds.clamp(0.0, 1e12),
-            ));
+            let expected_at = crate::model::after_seconds(event.time, d.expected_seconds);
             d.top(usize::MAX)
                 .into_iter()
                 .map(|(event_type, probability)| NextEvent {

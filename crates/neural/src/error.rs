@@ -33,6 +33,9 @@ pub enum NeuralError {
         /// What is wrong with it.
         problem: String,
     },
+    /// The model panicked while predicting (the panic's message).
+    #[error("the model panicked: {0}")]
+    Panic(String),
     /// The tensor library failed.
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),

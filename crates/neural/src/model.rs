@@ -702,3 +702,30 @@ impl NeuralModel {
         Ok((per_case, dists))
     }
 }
+
+/// `t` plus `secs` seconds, for a delay the network predicted: a negative or non-finite delay
+/// (weights that overflow) counts as none, and a huge one is held to about 30,000 years.
+pub(crate) fn after_seconds(t: prescient_core::Timestamp, secs: f64) -> prescient_core::Timestamp {
+    let secs = if secs.is_finite() {
+        secs.clamp(0.0, 1e12)
+    } else {
+        0.0
+    };
+    t.plus(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_seconds;
+    use prescient_core::Timestamp;
+
+    #[test]
+    fn a_delay_from_overflowing_weights_counts_as_none() {
+        let t = Timestamp::from_secs(1_000);
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -5.0] {
+            assert_eq!(after_seconds(t, bad), t, "{bad}");
+        }
+        assert_eq!(after_seconds(t, 2.0), Timestamp::from_secs(1_002));
+        assert!(after_seconds(t, 3e38) > t);
+    }
+}

@@ -270,9 +270,7 @@ pub(crate) fn forecast(
     event: &Event,
     dist: &NextTypeDistribution,
 ) -> Forecast {
-    let expected_at = event.time.plus(std::time::Duration::from_secs_f64(
-        dist.expected_seconds.clamp(0.0, 1e12),
-    ));
+    let expected_at = crate::model::after_seconds(event.time, dist.expected_seconds);
     // In a case with a type the vocabulary does not know, every probability is worth the
     // measured share less (the rest goes to types the network cannot name); the order stays.
     let worth = dist.novelty_discount.map_or(1.0, |d| d.clamp(0.0, 1.0));
@@ -363,8 +361,38 @@ impl NeuralPredictor {
     /// # Errors
     /// [`NeuralError::Tensor`] when the tensor library fails.
     pub fn process(&mut self, items: &[(&Event, Observe)]) -> Result<Vec<Forecast>, NeuralError> {
+        self.guarded(|contexts, model| contexts.process(model, items))
+    }
+
+    /// Runs `f` with the current model. A model swapped in that fails (an error or a panic) is
+    /// swapped back out for the one it replaced, so that one bad artifact does not disable
+    /// prediction for good.
+    fn guarded<T>(
+        &mut self,
+        f: impl FnOnce(&mut ContextStore, &Arc<NeuralModel>) -> Result<T, NeuralError>,
+    ) -> Result<T, NeuralError> {
         self.sync();
-        self.contexts.process(&self.model, items)
+        let model = Arc::clone(&self.model);
+        let contexts = &mut self.contexts;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(contexts, &model)))
+            .unwrap_or_else(|panic| {
+                Err(NeuralError::Panic(
+                    prescient_core::panic_message(&*panic).to_owned(),
+                ))
+            });
+        if let Err(error) = &result {
+            self.errors += 1;
+            if let Some((slot, seen)) = &self.slot
+                && slot.revert(*seen)
+            {
+                tracing::warn!(
+                    message = "The neural model swapped in failed; the previous one is back.",
+                    %error,
+                );
+                self.sync();
+            }
+        }
+        result
     }
 
     /// Observes each event as its mode says and returns the network's full distribution after
@@ -376,8 +404,7 @@ impl NeuralPredictor {
         &mut self,
         items: &[(&Event, Observe)],
     ) -> Result<Vec<NextTypeDistribution>, NeuralError> {
-        self.sync();
-        self.contexts.distributions(&self.model, items)
+        self.guarded(|contexts, model| contexts.distributions(model, items))
     }
 
     /// The network's full distribution after `event` (observed already or not; not observed here).
@@ -385,10 +412,8 @@ impl NeuralPredictor {
     /// # Errors
     /// [`NeuralError::Tensor`] when the tensor library fails.
     pub fn distribution(&mut self, event: &Event) -> Result<NextTypeDistribution, NeuralError> {
-        self.sync();
         let mut d = self
-            .contexts
-            .distributions(&self.model, &[(event, Observe::Skip)])?;
+            .guarded(|contexts, model| contexts.distributions(model, &[(event, Observe::Skip)]))?;
         d.pop()
             .ok_or_else(|| NeuralError::Config("an event got no prediction".into()))
     }
@@ -403,22 +428,17 @@ impl OnlineModel for NeuralPredictor {
         if mode == Observe::Skip {
             return;
         }
-        self.sync();
-        if let Err(error) = self.contexts.process(&self.model, &[(event, mode)]) {
-            self.errors += 1;
+        if let Err(error) =
+            self.guarded(|contexts, model| contexts.process(model, &[(event, mode)]))
+        {
             tracing::warn!(message = "Neural observe failed.", %error);
         }
     }
 
     fn forecast(&mut self, event: &Event) -> Forecast {
-        self.sync();
-        match self
-            .contexts
-            .process(&self.model, &[(event, Observe::Skip)])
-        {
+        match self.guarded(|contexts, model| contexts.process(model, &[(event, Observe::Skip)])) {
             Ok(mut f) => f.pop().unwrap_or_default(),
             Err(error) => {
-                self.errors += 1;
                 tracing::warn!(message = "Neural forecast failed.", %error);
                 Forecast::default()
             }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::error::NeuralError;
 use crate::model::NeuralModel;
@@ -17,6 +17,8 @@ use crate::model::NeuralModel;
 struct Shared {
     model: RwLock<Arc<NeuralModel>>,
     generation: AtomicU64,
+    /// The model the last swap replaced, to go back to if the new one fails at run time.
+    previous: Mutex<Option<Arc<NeuralModel>>>,
 }
 
 /// The model being served, swappable while predictors use it. Clones share the slot.
@@ -32,6 +34,7 @@ impl ModelSlot {
             shared: Arc::new(Shared {
                 model: RwLock::new(model),
                 generation: AtomicU64::new(0),
+                previous: Mutex::new(None),
             }),
         }
     }
@@ -59,7 +62,34 @@ impl ModelSlot {
         };
         let old = std::mem::replace(&mut *guard, model);
         self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        *self.previous() = Some(Arc::clone(&old));
         old
+    }
+
+    fn previous(&self) -> std::sync::MutexGuard<'_, Option<Arc<NeuralModel>>> {
+        match self.shared.previous.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Swaps the model of `generation` back out for the one it replaced, when it failed at run
+    /// time. Does nothing (and returns `false`) if the slot has moved on since, or holds the
+    /// model it started with.
+    pub fn revert(&self, generation: u64) -> bool {
+        let mut guard = match self.shared.model.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if self.generation() != generation || generation == 0 {
+            return false;
+        }
+        let Some(previous) = self.previous().take() else {
+            return false;
+        };
+        *guard = previous;
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     /// Loads the artifact in `dir` and swaps it in; on any error the slot keeps its model.

@@ -249,3 +249,89 @@ fn the_novelty_discount_is_saved_and_an_impossible_one_refused() {
     );
     assert!(problem.contains("novelty_discount"), "{problem}");
 }
+
+/// Sets the first value of every tensor in the saved weights to `value`.
+fn poison_weights(dir: &Path, value: f32) {
+    use candle_core::{Device, Tensor};
+    let p = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&p, &Device::Cpu).expect("load weights");
+    let mut out = std::collections::HashMap::new();
+    for (name, t) in tensors {
+        let shape = t.dims().to_vec();
+        let mut values: Vec<f32> = t.flatten_all().expect("flat").to_vec1().expect("f32");
+        values[0] = value;
+        out.insert(
+            name,
+            Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor"),
+        );
+    }
+    candle_core::safetensors::save(&out, &p).expect("save weights");
+}
+
+#[test]
+fn weights_that_are_not_finite_or_overflow_are_refused() {
+    for bad in [f32::NAN, f32::INFINITY, 3e38] {
+        let (dir, _) = saved();
+        poison_weights(dir.path(), bad);
+        let problem = artifact_problem(
+            NeuralModel::load(dir.path()).expect_err("poisoned weights"),
+            "model.safetensors",
+        );
+        assert!(problem.contains("finite"), "{bad}: {problem}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn weights_that_link_to_a_device_are_not_read() {
+    let (dir, _) = saved();
+    let p = dir.path().join("model.safetensors");
+    std::fs::remove_file(&p).expect("remove");
+    std::os::unix::fs::symlink("/dev/zero", &p).expect("symlink");
+    let problem = artifact_problem(
+        NeuralModel::load(dir.path()).expect_err("a device"),
+        "model.safetensors",
+    );
+    assert!(problem.contains("not a regular file"), "{problem}");
+}
+
+#[test]
+fn weights_larger_than_the_network_needs_are_not_read() {
+    let (dir, _) = saved();
+    let p = dir.path().join("model.safetensors");
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&p)
+        .expect("open");
+    // A sparse tail: the size is what is checked, before anything is read.
+    f.set_len(f.metadata().expect("meta").len() + (1 << 30))
+        .expect("grow");
+    let problem = artifact_problem(
+        NeuralModel::load(dir.path()).expect_err("too large"),
+        "model.safetensors",
+    );
+    assert!(problem.contains("at most"), "{problem}");
+}
+
+#[test]
+fn a_model_that_fails_at_run_time_is_swapped_back_out() {
+    use std::sync::Arc;
+    let good = Arc::new(model());
+    let slot = prescient_neural::ModelSlot::new(Arc::clone(&good));
+    assert!(!slot.revert(0), "the first model has nothing to go back to");
+    let bad = Arc::new(model());
+    slot.swap(Arc::clone(&bad));
+    let (_, generation) = slot.current();
+    assert!(slot.revert(generation));
+    assert!(Arc::ptr_eq(&slot.current().0, &good));
+    assert!(
+        !slot.revert(generation),
+        "a failure seen under an older generation does not swap again"
+    );
+    // A later swap is not undone by a failure of the model before it.
+    slot.swap(Arc::clone(&bad));
+    let (_, newer) = slot.current();
+    assert!(!slot.revert(generation));
+    assert!(Arc::ptr_eq(&slot.current().0, &bad));
+    assert!(slot.revert(newer));
+}
