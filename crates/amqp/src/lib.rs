@@ -85,19 +85,7 @@ pub(crate) fn classify(what: &'static str, e: &lapin::Error) -> AmqpError {
     }
 }
 
-/// Hides a password in a URL for logs.
-pub(crate) fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub(crate) use prescient_core::redact_url;
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@ pub mod event;
 pub mod limits;
 pub mod prediction;
 pub mod predictor;
+pub mod secret;
 pub mod source;
 pub mod store;
 pub mod time;
@@ -30,6 +31,7 @@ pub use predictor::{
     Local, Observe, OnlineModel, PredictError, PredictRequest, Predictor, panic_message,
     process_each,
 };
+pub use secret::{Secret, redact_url, split_credentials};
 pub use source::{
     Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError,
 };

@@ -19,14 +19,19 @@
 //! an idle heartbeat, and when two heartbeats are missed `next` returns
 //! [`SourceError::Unavailable`](prescient_core::SourceError::Unavailable). The next call starts a
 //! fresh pull, so a caller that retries with backoff resumes once the server is back.
+//!
+//! **Authentication:** [`NatsAuth`] carries a user and password, a token, a credentials file
+//! (JWT and NKey), and TLS settings. A user and password (or a lone token) in the URL are used
+//! too. URLs are logged and reported with their secrets redacted.
 
 mod sink;
 mod source;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use prescient_core::SourceError;
 pub(crate) use prescient_core::error_chain;
+use prescient_core::{Secret, SourceError, redact_url, split_credentials};
 use tracing::{info, warn};
 
 pub use sink::{NatsSink, NatsSinkOptions};
@@ -70,19 +75,94 @@ impl From<NatsError> for SourceError {
     }
 }
 
+/// How a client proves who it is to a server that requires it, and how it uses TLS. Settings
+/// here win over credentials in the URL.
+#[derive(Debug, Clone, Default)]
+pub struct NatsAuth {
+    /// The user, with [`NatsAuth::password`].
+    pub user: Option<String>,
+    /// The password of [`NatsAuth::user`].
+    pub password: Option<Secret>,
+    /// An authentication token.
+    pub token: Option<Secret>,
+    /// A credentials file (a user JWT and its NKey seed), as `nsc` writes it.
+    pub creds_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for the server's certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM), with [`NatsAuth::tls_key`], for mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Refuse to connect without TLS.
+    pub tls_required: bool,
+}
+
+impl NatsAuth {
+    /// Options carrying these credentials (or those in `url`), and the URL without them.
+    async fn apply(
+        &self,
+        url: &str,
+        mut opts: async_nats::ConnectOptions,
+    ) -> Result<(String, async_nats::ConnectOptions), NatsError> {
+        let (bare, in_url) = split_credentials(url);
+        if self.password.is_some() && self.user.is_none() {
+            return Err(NatsError::Config("a NATS password needs its user".into()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(NatsError::Config(
+                "a NATS client certificate needs its key, and a key its certificate".into(),
+            ));
+        }
+        if let Some(path) = &self.creds_file {
+            opts = opts.credentials_file(path).await.map_err(|e| {
+                NatsError::Config(format!(
+                    "cannot read the NATS credentials file {}: {e}",
+                    path.display()
+                ))
+            })?;
+        } else if let Some(user) = &self.user {
+            let pass = self
+                .password
+                .as_ref()
+                .map(Secret::expose)
+                .unwrap_or_default();
+            opts = opts.user_and_password(user.clone(), pass.to_owned());
+        } else if let Some(token) = &self.token {
+            opts = opts.token(token.expose().to_owned());
+        } else if let Some((user, pass)) = in_url {
+            opts = match pass {
+                Some(pass) => opts.user_and_password(user, pass),
+                None => opts.token(user),
+            };
+        }
+        if let Some(ca) = &self.tls_ca {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        if self.tls_required || self.tls_ca.is_some() || self.tls_cert.is_some() {
+            opts = opts.require_tls(true);
+        }
+        Ok((bare, opts))
+    }
+}
+
 /// Connects a client that logs its connection events.
 pub(crate) async fn connect_client(
     url: &str,
+    auth: &NatsAuth,
     name: &str,
     timeout: Duration,
 ) -> Result<async_nats::Client, NatsError> {
-    let owned_url = url.to_owned();
+    let shown = redact_url(url);
+    let logged = shown.clone();
     let opts = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(timeout)
         .request_timeout(Some(timeout))
         .event_callback(move |event| {
-            let url = owned_url.clone();
+            let url = logged.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
@@ -97,14 +177,15 @@ pub(crate) async fn connect_client(
                 }
             }
         });
-    match tokio::time::timeout(timeout.saturating_mul(2), opts.connect(url)).await {
+    let (bare, opts) = auth.apply(url, opts).await?;
+    match tokio::time::timeout(timeout.saturating_mul(2), opts.connect(bare.as_str())).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(NatsError::Unavailable(format!(
-            "cannot connect to {url}: {}",
+            "cannot connect to {shown}: {}",
             error_chain(&e)
         ))),
         Err(_) => Err(NatsError::Unavailable(format!(
-            "connecting to {url} timed out"
+            "connecting to {shown} timed out"
         ))),
     }
 }

@@ -20,6 +20,8 @@ use crate::{DEFAULT_URL, NatsError, connect_client, error_chain};
 pub struct NatsSinkOptions {
     /// The server URL.
     pub url: String,
+    /// Credentials and TLS.
+    pub auth: crate::NatsAuth,
     /// The subject every event is published to.
     pub subject: String,
     /// If set, a stream of this name capturing `subject` is created when no stream exists
@@ -36,6 +38,7 @@ impl Default for NatsSinkOptions {
     fn default() -> Self {
         NatsSinkOptions {
             url: DEFAULT_URL.to_owned(),
+            auth: crate::NatsAuth::default(),
             subject: "prescient.events.all".to_owned(),
             stream: None,
             window: 1024,
@@ -92,7 +95,7 @@ impl NatsSink {
         if opts.window == 0 {
             return Err(NatsError::Config("window must be at least 1".into()));
         }
-        let client = connect_client(&opts.url, "prescient-sink", opts.timeout).await?;
+        let client = connect_client(&opts.url, &opts.auth, "prescient-sink", opts.timeout).await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(opts.timeout)
             .max_ack_inflight(opts.window.saturating_mul(MAX_CHUNKS + 2).max(5_000))

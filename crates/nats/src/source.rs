@@ -27,6 +27,8 @@ use crate::{
 pub struct NatsSourceOptions {
     /// The server URL, e.g. `nats://127.0.0.1:4222`.
     pub url: String,
+    /// Credentials and TLS.
+    pub auth: crate::NatsAuth,
     /// The JetStream stream to consume; created with `subjects` if missing.
     pub stream: String,
     /// The subjects the stream captures when this source creates it.
@@ -53,6 +55,7 @@ impl Default for NatsSourceOptions {
     fn default() -> Self {
         NatsSourceOptions {
             url: DEFAULT_URL.to_owned(),
+            auth: crate::NatsAuth::default(),
             stream: "PRESCIENT_EVENTS".to_owned(),
             subjects: vec!["prescient.events.>".to_owned()],
             durable: "prescient".to_owned(),
@@ -104,7 +107,7 @@ struct Shared {
 impl fmt::Debug for NatsSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsSource")
-            .field("url", &self.opts.url)
+            .field("url", &prescient_core::redact_url(&self.opts.url))
             .field("stream", &self.opts.stream)
             .field("durable", &self.opts.durable)
             .field("pulling", &self.messages.is_some())
@@ -140,7 +143,13 @@ impl NatsSource {
                 "heartbeat must be at least 100 ms".into(),
             ));
         }
-        let client = connect_client(&opts.url, "prescient-source", opts.connect_timeout).await?;
+        let client = connect_client(
+            &opts.url,
+            &opts.auth,
+            "prescient-source",
+            opts.connect_timeout,
+        )
+        .await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(opts.connect_timeout)
             .build(client.clone());
@@ -194,7 +203,7 @@ impl NatsSource {
             .await
             .map_err(|e| js_err("creating the consumer")(&e))?;
 
-        debug!(message = "NATS source connected.", url = %opts.url, stream = %opts.stream, durable = %opts.durable);
+        debug!(message = "NATS source connected.", url = %prescient_core::redact_url(&opts.url), stream = %opts.stream, durable = %opts.durable);
         Ok(NatsSource {
             shared: Arc::new(Shared {
                 js,

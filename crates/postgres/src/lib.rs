@@ -32,6 +32,7 @@
 //! [`StoreError::Unavailable`]; everything the server rejects as SQL maps to
 //! [`StoreError::Query`].
 
+use prescient_core::redact_url;
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::fmt;
@@ -207,20 +208,6 @@ impl PgStoreOptions {
     pub fn with_table(mut self, table: Option<String>) -> Self {
         self.table = table;
         self
-    }
-}
-
-/// Hides a password in a URL for logs and debug output.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s + 3 => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

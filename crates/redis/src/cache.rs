@@ -204,8 +204,9 @@ pub(crate) async fn connection_manager(
     response_timeout: Duration,
     connection_timeout: Duration,
 ) -> Result<ConnectionManager, RedisError> {
-    let client =
-        redis::Client::open(url).map_err(|e| RedisError::Config(format!("url {url:?}: {e}")))?;
+    let client = redis::Client::open(url).map_err(|e| {
+        RedisError::Config(format!("url {:?}: {e}", prescient_core::redact_url(url)))
+    })?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
         .set_connection_timeout(Some(connection_timeout))

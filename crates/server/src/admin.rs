@@ -3,7 +3,7 @@
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 when the source answered last time and the cache and store answer a
 //!   probe now; 503 with the failing parts otherwise.
-//! - `GET /metrics`: Prometheus text format (see [`render_metrics`]).
+//! - `GET /metrics`: Prometheus text format (see [`crate::metrics`]).
 //! - `POST /predict`: an event as JSON in, the predictor's forecast as JSON out. The predictor
 //!   does not learn from it (`Observe::Skip`).
 //! - `GET /get?kind=K&id=I&min_version=V`: the consumer API over HTTP:
@@ -14,14 +14,20 @@
 //!   stopping; events after the swap are predicted by the new model, none is dropped. A
 //!   missing, corrupt or incompatible artifact answers 422 with the reason and the old model
 //!   stays. Without a neural predictor both answer 409.
+//!
+//! With `[admin] token` set, every route but `/healthz` and `/readyz` needs
+//! `Authorization: Bearer TOKEN` (401 otherwise). Without a token, a bind off loopback refuses
+//! `POST /model` (403): loading a directory is never open to the network. Request bodies past
+//! `[admin] max_body_bytes` answer 413.
 
-use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,9 +35,10 @@ use prescient_core::{
     Cache, EntityKey, Event, Observe, PredictRequest, SmolStr, Store, StoreError, Version,
 };
 use prescient_neural::ModelSlot;
-use prescient_prefetch::{BreakerState, Prefetcher, ReadError, Snapshot};
+use prescient_prefetch::{Prefetcher, ReadError};
 use serde::{Deserialize, Serialize};
 
+use crate::config::AdminConfig;
 use crate::stats::ServeStats;
 
 /// What the handlers share.
@@ -49,18 +56,82 @@ pub struct AdminState {
     pub model_slot: Option<ModelSlot>,
     /// `/readyz` is not ready while a batch has been processing for longer than this.
     pub stall: Duration,
+    /// Who may call it.
+    pub guard: Guard,
+}
+
+/// Who may call the admin API: the bearer token, and whether the bind is loopback.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    token: Option<prescient_core::Secret>,
+    loopback: bool,
+    max_body_bytes: usize,
+}
+
+impl Guard {
+    /// The guard for `cfg`, bound at `bind`.
+    pub fn new(cfg: &AdminConfig, bind: SocketAddr) -> Self {
+        Guard {
+            token: cfg.token.clone(),
+            loopback: bind.ip().is_loopback(),
+            max_body_bytes: cfg.max_body_bytes,
+        }
+    }
+
+    /// Whether anyone who can reach the bind can call every route.
+    pub fn is_open_to_the_network(&self) -> bool {
+        self.token.is_none() && !self.loopback
+    }
+
+    /// Whether a request carrying `authorization` may pass.
+    fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        constant_time_eq(given.trim_ascii(), token.expose().as_bytes())
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+    let limit = state.guard.max_body_bytes;
+    let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/predict", post(predict))
         .route("/get", get(read))
         .route("/model", get(model_info).post(swap_model))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(guarded)
+        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// Lets a request through when it carries the token (or none is set).
+async fn authorize(State(s): State<AdminState>, request: Request, next: Next) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !s.guard.admits(header) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "this admin API needs `Authorization: Bearer TOKEN` ([admin] token)\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// What `/model` says about the model being served.
@@ -108,6 +179,13 @@ struct SwapRequest {
 }
 
 async fn swap_model(State(s): State<AdminState>, Json(req): Json<SwapRequest>) -> Response {
+    if s.guard.is_open_to_the_network() {
+        return (
+            StatusCode::FORBIDDEN,
+            "POST /model on an admin API bound off loopback needs [admin] token\n",
+        )
+            .into_response();
+    }
     let Some(slot) = s.model_slot.clone() else {
         return no_network();
     };
@@ -171,112 +249,15 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    let body = render_metrics(&s.prefetcher.snapshot(), &s.stats);
+    let body = s.stats.metrics.render(&s.prefetcher.snapshot(), &s.stats);
     (
         [(
-            axum::http::header::CONTENT_TYPE,
+            header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         body,
     )
         .into_response()
-}
-
-/// Renders the prefetcher's snapshot and the serve loop's counters in the Prometheus text
-/// format. Every counter is `prescient_<name>_total`; gauges are `prescient_queue_depth`,
-/// `prescient_in_flight`, `prescient_hit_ratio` (hits / (hits + joined + misses)),
-/// `prescient_source_up` and `prescient_breaker_state{state=...}`.
-pub fn render_metrics(snap: &Snapshot, stats: &ServeStats) -> String {
-    let mut out = String::new();
-    let mut counter = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(out, "# HELP prescient_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE prescient_{name}_total counter");
-        let _ = writeln!(out, "prescient_{name}_total {v}");
-    };
-    for (name, v) in &snap.counters {
-        counter(name, &format!("Prefetcher counter {name}."), *v);
-    }
-    counter("retries", "Retries of failed prefetch loads.", snap.retries);
-    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    counter(
-        "messages_received",
-        "Deliveries taken from the source.",
-        ld(&stats.received),
-    );
-    counter(
-        "events_processed",
-        "Events processed and acked.",
-        ld(&stats.processed),
-    );
-    counter(
-        "dead_letters",
-        "Malformed messages dead-lettered.",
-        ld(&stats.dead_letters),
-    );
-    counter(
-        "ack_errors",
-        "Acks or dead-letterings that failed.",
-        ld(&stats.ack_errors),
-    );
-    counter(
-        "source_errors",
-        "Errors of the event source.",
-        ld(&stats.source_errors),
-    );
-    let get = |n: &str| {
-        snap.counters
-            .iter()
-            .find(|(k, _)| *k == n)
-            .map_or(0, |(_, v)| *v)
-    };
-    let reads = get("hits") + get("joined") + get("misses");
-    let ratio = if reads == 0 {
-        0.0
-    } else {
-        get("hits") as f64 / reads as f64
-    };
-    let mut gauge = |name: &str, help: &str, v: String| {
-        let _ = writeln!(out, "# HELP prescient_{name} {help}");
-        let _ = writeln!(out, "# TYPE prescient_{name} gauge");
-        let _ = writeln!(out, "prescient_{name} {v}");
-    };
-    gauge(
-        "queue_depth",
-        "Prefetch plans waiting.",
-        snap.queue_depth.to_string(),
-    );
-    gauge(
-        "in_flight",
-        "Prefetch loads in flight.",
-        snap.in_flight.to_string(),
-    );
-    gauge(
-        "hit_ratio",
-        "Consumer reads served from the cache: hits / (hits + joined + misses).",
-        format!("{ratio}"),
-    );
-    gauge(
-        "source_up",
-        "1 when the event source answered last time.",
-        u8::from(stats.source_up.load(Ordering::Relaxed)).to_string(),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP prescient_breaker_state The predictor circuit breaker's state (1 for the current one)."
-    );
-    let _ = writeln!(out, "# TYPE prescient_breaker_state gauge");
-    for (name, st) in [
-        ("closed", BreakerState::Closed),
-        ("open", BreakerState::Open),
-        ("half_open", BreakerState::HalfOpen),
-    ] {
-        let _ = writeln!(
-            out,
-            "prescient_breaker_state{{state=\"{name}\"}} {}",
-            u8::from(snap.breaker == st)
-        );
-    }
-    out
 }
 
 async fn predict(State(s): State<AdminState>, Json(event): Json<Event>) -> Response {
@@ -286,7 +267,10 @@ async fn predict(State(s): State<AdminState>, Json(event): Json<Event>) -> Respo
         observe: Observe::Skip,
         deadline: None,
     };
-    match predictor.predict(req).await {
+    let started = Instant::now();
+    let answer = predictor.predict(req).await;
+    s.stats.metrics.record_predict(started.elapsed());
+    match answer {
         Ok(f) => Json(f).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
@@ -323,7 +307,14 @@ pub struct GetResponse {
 
 async fn read(State(s): State<AdminState>, Query(q): Query<GetQuery>) -> Response {
     let key = EntityKey::new(q.kind.clone(), q.id.clone());
-    match s.prefetcher.get(&key, Version(q.min_version)).await {
+    let started = Instant::now();
+    let answer = s.prefetcher.get(&key, Version(q.min_version)).await;
+    let outcome = match &answer {
+        Ok((_, outcome)) => outcome.as_str(),
+        Err(_) => "error",
+    };
+    s.stats.metrics.record_read(outcome, started.elapsed());
+    match answer {
         Ok((entry, outcome)) => {
             let (encoding, data) = match std::str::from_utf8(&entry.data) {
                 Ok(t) => ("utf8", t.to_owned()),

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use prescient_core::Secret;
 use serde::{Deserialize, Serialize};
 
 pub use crate::models::ModelKind;
@@ -156,6 +157,20 @@ impl Config {
             }
             _ => {}
         }
+        if let Some(token) = &self.admin.token
+            && token.expose().trim().chars().count() < AdminConfig::MIN_TOKEN_CHARS
+        {
+            return Err(ConfigError::Invalid(format!(
+                "key `admin.token`: a token needs at least {} characters (try `openssl rand \
+                 -hex 32`)",
+                AdminConfig::MIN_TOKEN_CHARS
+            )));
+        }
+        if self.admin.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "key `admin.max_body_bytes`: must be at least 1".into(),
+            ));
+        }
         if self.serve.clock == ServeClock::Event && self.serve.event_time != EventTime::Event {
             return Err(ConfigError::Invalid(
                 "key `serve.clock`: \"event\" follows the events' own times and needs \
@@ -202,6 +217,32 @@ pub enum SourceConfig {
         /// Seconds before an unacked message is redelivered.
         #[serde(default = "default_ack_wait")]
         ack_wait_secs: u64,
+        /// The user, for a server that requires a user and password (a user and password in
+        /// `url` work too).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        /// The password of `user`; best set from the environment
+        /// (`PRESCIENT_SOURCE__PASSWORD`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<Secret>,
+        /// An authentication token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<Secret>,
+        /// A credentials file (user JWT and NKey seed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        creds_file: Option<PathBuf>,
+        /// A CA certificate (PEM) to trust for the server.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls_ca: Option<PathBuf>,
+        /// A client certificate (PEM) for mutual TLS, with `tls_key`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls_cert: Option<PathBuf>,
+        /// The client certificate's key (PEM).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls_key: Option<PathBuf>,
+        /// Refuse to connect without TLS.
+        #[serde(default)]
+        tls_required: bool,
     },
     /// A Redis Streams consumer group.
     RedisStreams {
@@ -395,6 +436,13 @@ pub struct AdminConfig {
     pub bind: SocketAddr,
     /// Whether to serve it at all.
     pub enabled: bool,
+    /// A bearer token every request but `/healthz` and `/readyz` must carry
+    /// (`Authorization: Bearer TOKEN`). Without one, a bind off loopback refuses `POST /model`.
+    /// Set it from the environment (`PRESCIENT_ADMIN__TOKEN`) rather than in a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
 }
 
 impl Default for AdminConfig {
@@ -402,8 +450,15 @@ impl Default for AdminConfig {
         AdminConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 9464)),
             enabled: true,
+            token: None,
+            max_body_bytes: 64 * 1024,
         }
     }
+}
+
+impl AdminConfig {
+    /// The shortest token accepted.
+    pub const MIN_TOKEN_CHARS: usize = 16;
 }
 
 /// How event times are read.

@@ -7,7 +7,8 @@
 //!   memory, Redis, memcached; SQLite, PostgreSQL) and a predictor.
 //! - [`serve`]: the loop: decode, dead-letter malformed messages, `on_event`, ack; reconnection
 //!   with backoff; graceful shutdown.
-//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/predict`, `/get`.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/predict`, `/get`, `/model`.
+//! - [`metrics`]: the Prometheus recorder of one instance.
 //!
 //! **Architecture Invariant:** the configuration's serde types live in this crate only; the
 //! adapter crates take their own option structs and never depend on this crate or on each other.
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod build;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod models;
 pub mod serve;
 pub mod stats;

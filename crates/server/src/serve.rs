@@ -138,6 +138,14 @@ impl Service {
         };
         let listener = TcpListener::bind(addr).await.map_err(err)?;
         let local = listener.local_addr().map_err(err)?;
+        if !local.ip().is_loopback() && self.cfg.admin.token.is_none() {
+            warn!(
+                message = "The admin API is bound off loopback without a token: anyone who can \
+                           reach it can read any entity through /get. Set [admin] token \
+                           (POST /model is refused until then).",
+                bind = %local,
+            );
+        }
         self.listener = Some(listener);
         Ok(Some(local))
     }
@@ -196,6 +204,10 @@ impl Service {
                 store: self.store.clone(),
                 model_slot: self.model_slot.clone(),
                 stall: Duration::from_secs(self.cfg.serve.stall_secs.max(1)),
+                guard: crate::admin::Guard::new(
+                    &self.cfg.admin,
+                    listener.local_addr().unwrap_or(self.cfg.admin.bind),
+                ),
             };
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
@@ -420,6 +432,7 @@ impl Batches {
             self.stats.processing(false);
             return;
         }
+        let started = std::time::Instant::now();
         let done = self.prefetcher.on_events(&events).await;
         if let Some(hook) = &self.hook {
             for event in &events {
@@ -451,6 +464,7 @@ impl Batches {
             }
         }
         self.stats.processed.fetch_add(acked, Ordering::Relaxed);
+        self.stats.metrics.record_batch(started.elapsed());
         self.stats.processing(false);
     }
 

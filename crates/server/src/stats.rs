@@ -24,6 +24,8 @@ pub struct ServeStats {
     pub poison: AtomicU64,
     /// When the batch being processed started (wall clock, microseconds; 0: none is).
     pub batch_started_us: AtomicI64,
+    /// The Prometheus recorder of this instance (latencies; the rest is copied in on scrape).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl ServeStats {

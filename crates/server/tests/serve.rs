@@ -106,6 +106,7 @@ async fn setup(id: &str, table: &str, evs: &[Event]) -> Option<prescient_nats::N
         stream: Some(format!("PRESCIENT_TEST_{id}")),
         window: 64,
         timeout: Duration::from_secs(5),
+        ..Default::default()
     })
     .await;
     if !available("NATS", &sink) {

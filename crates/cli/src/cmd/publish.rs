@@ -72,7 +72,10 @@ pub async fn connect_sink(
         };
         Ok(Arc::new(prescient_amqp::AmqpSink::connect(opts).await?))
     } else {
-        anyhow::bail!("--to {url:?}: expected a nats://, redis:// or amqp:// URL")
+        anyhow::bail!(
+            "--to {:?}: expected a nats://, redis:// or amqp:// URL",
+            prescient_core::redact_url(url)
+        )
     }
 }
 
@@ -119,7 +122,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     rt.block_on(async move {
         let sink = connect_sink(&args.to, &args.subject, args.stream.as_deref(), &args.queue)
             .await
-            .with_context(|| format!("cannot connect to {}", args.to))?;
+            .with_context(|| {
+                format!("cannot connect to {}", prescient_core::redact_url(&args.to))
+            })?;
         let bar = ProgressBar::new(events.len() as u64);
         bar.set_style(
             ProgressStyle::with_template("publishing [{bar:30}] {pos}/{len} ({per_sec})")
@@ -132,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!(
             "published {} events to {} in {:.2} s: {:.0} events/s",
             events.len(),
-            args.to,
+            prescient_core::redact_url(&args.to),
             secs,
             events.len() as f64 / secs
         );

@@ -66,7 +66,10 @@ pub async fn connect_writer(url: &str, table: &str) -> anyhow::Result<Arc<dyn St
         let store = prescient_sqlite::SqliteStore::open(std::path::Path::new(path))?;
         Ok(Arc::new(store))
     } else {
-        anyhow::bail!("--store {url:?}: expected postgres://... or sqlite:PATH")
+        anyhow::bail!(
+            "--store {:?}: expected postgres://... or sqlite:PATH",
+            prescient_core::redact_url(url)
+        )
     }
 }
 
@@ -80,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     rt.block_on(async move {
         let w = connect_writer(&args.store, &args.table)
             .await
-            .with_context(|| format!("cannot open {}", args.store))?;
+            .with_context(|| format!("cannot open {}", prescient_core::redact_url(&args.store)))?;
         let start = std::time::Instant::now();
         for chunk in rows.chunks(5_000) {
             w.upsert_batch(chunk).await?;
@@ -89,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "seeded {} entities ({} bytes each) into {} in {:.2} s",
             rows.len(),
             args.payload_bytes,
-            args.store,
+            prescient_core::redact_url(&args.store),
             start.elapsed().as_secs_f64()
         );
         anyhow::Ok(())
