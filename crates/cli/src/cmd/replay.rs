@@ -123,7 +123,28 @@ fn parse_share(s: &str) -> Result<Option<f32>, String> {
     }
 }
 
+/// The shortest data-age limit: the planner's shortest TTL.
+const MIN_TTL: Duration = Duration::from_secs(1);
+
 impl Args {
+    /// Checks the times given, before anything is loaded.
+    fn check_times(&self) -> anyhow::Result<()> {
+        if let Some(ttl) = self.ttl.0
+            && ttl < MIN_TTL
+        {
+            anyhow::bail!(
+                "--ttl {ttl:?}: the data-age limit must be at least 1s (the shortest TTL a \
+                 prefetch is cached with), or `none` for no limit"
+            );
+        }
+        if let Some(Limit(Some(tick))) = self.tick
+            && tick.is_zero()
+        {
+            anyhow::bail!("--tick 0s: ticks must be apart; use `none` to tick only at events");
+        }
+        Ok(())
+    }
+
     /// The replay options these arguments describe.
     pub fn options(&self, log_name: String, model_source: String) -> anyhow::Result<ReplayOptions> {
         if !(0.0..=1.0).contains(&self.prefetch_failure_rate) {
@@ -132,6 +153,7 @@ impl Args {
                 self.prefetch_failure_rate
             );
         }
+        self.check_times()?;
         if !(0.0..=1.0).contains(&self.threshold) {
             anyhow::bail!(
                 "--threshold must be between 0 and 1, got {}",
@@ -169,6 +191,7 @@ impl Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    args.check_times()?;
     let imported = args.log.load()?;
     let log_name = args.log.log.display().to_string();
     let mut workload = Workload::prepare(imported.events, &args.mutates);
