@@ -31,7 +31,7 @@ pub use predictor::{
     process_each,
 };
 pub use source::{
-    Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError,
+    Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError, decode_event,
 };
 pub use store::{Store, StoreError, StoreWriter};
 pub use time::{Clock, EventClock, ManualClock, SystemClock, Timestamp};
