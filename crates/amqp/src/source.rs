@@ -13,9 +13,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
-use prescient_core::{
-    Ack, Acknowledge, Delivery, Event, EventSource, MalformedMessage, SourceError,
-};
+use prescient_core::{Ack, Acknowledge, Delivery, EventSource, SourceError, decode_event};
 use tracing::{debug, info, warn};
 
 use crate::{AmqpError, DEFAULT_URL, ERROR_HEADER, classify, dead_letter_queue, redact_url};
@@ -150,13 +148,7 @@ impl AmqpSource {
     fn delivery(&self, live: &Live, d: lapin::message::Delivery) -> Delivery {
         let attempt = attempt_of(&d);
         let raw = Bytes::from(d.data);
-        let payload = match serde_json::from_slice::<Event>(&raw) {
-            Ok(event) => Ok(event),
-            Err(e) => Err(MalformedMessage {
-                raw: raw.clone(),
-                error: e.to_string(),
-            }),
-        };
+        let payload = decode_event(raw.clone());
         Delivery {
             payload,
             attempt,

@@ -33,7 +33,7 @@ pub use predictor::{
 };
 pub use secret::{Secret, redact_url, split_credentials};
 pub use source::{
-    Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError,
+    Ack, Acknowledge, Delivery, EventSink, EventSource, MalformedMessage, SourceError, decode_event,
 };
 pub use store::{Store, StoreError, StoreWriter};
 pub use time::{Clock, EventClock, ManualClock, SystemClock, Timestamp};

@@ -30,6 +30,10 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// The longest line of a line-oriented log (JSON Lines, CSV, ARC), and the largest message a
 /// bus decoder accepts, in bytes.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// The largest log that is one document rather than lines (OCEL 2.0 JSON), in bytes after
+/// decompression. Such a log is read and parsed whole, so this bounds the memory an import may
+/// take; it is well above the size of published OCEL 2.0 logs.
+pub const MAX_DOCUMENT_BYTES: u64 = 1 << 30;
 
 /// Which limit an event broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,7 +168,8 @@ impl fmt::Display for Table {
             "id, kind, role, type, attribute name: at most {MAX_NAME_BYTES} bytes"
         )?;
         writeln!(f, "attribute value: at most {MAX_VALUE_BYTES} bytes")?;
-        write!(f, "line or message: at most {MAX_RECORD_BYTES} bytes")
+        writeln!(f, "line or message: at most {MAX_RECORD_BYTES} bytes")?;
+        write!(f, "OCEL 2.0 document: at most {MAX_DOCUMENT_BYTES} bytes")
     }
 }
 

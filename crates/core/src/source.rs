@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::event::Event;
+use crate::limits::{check_event, check_record};
 
 /// Why a source operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +32,30 @@ pub struct MalformedMessage {
     pub raw: Bytes,
     /// What was wrong with them.
     pub error: String,
+}
+
+/// Decodes one bus message into an [`Event`]: the shared decode step of every broker source.
+///
+/// The size is checked with [`check_record`] before the JSON is parsed, so an oversized message
+/// costs no parse; the decoded event is then checked with [`check_event`]. Whatever fails is a
+/// [`MalformedMessage`] that keeps `raw` for the dead letter, with the reason as its error.
+///
+/// # Errors
+/// A [`MalformedMessage`] when the message is too large, is not an event's JSON, or the event
+/// breaks a limit of [`crate::limits`].
+pub fn decode_event(raw: Bytes) -> Result<Event, MalformedMessage> {
+    let malformed = |raw: Bytes, error: String| Err(MalformedMessage { raw, error });
+    if let Err(e) = check_record(raw.len()) {
+        return malformed(raw, format!("message too large: {e}"));
+    }
+    let event = match serde_json::from_slice::<Event>(&raw) {
+        Ok(event) => event,
+        Err(e) => return malformed(raw, format!("invalid event JSON: {e}")),
+    };
+    if let Err(e) = check_event(&event) {
+        return malformed(raw, format!("event {:?} breaks a limit: {e}", event.id));
+    }
+    Ok(event)
 }
 
 /// One delivered message: a decoded event (or why it could not be decoded) and its ack.
@@ -125,5 +150,74 @@ pub trait EventSink: Send + Sync + fmt::Debug {
     /// [`SourceError`] when the bus refuses or cannot be reached.
     async fn flush(&self) -> Result<(), SourceError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{MAX_ENTITIES, MAX_RECORD_BYTES};
+
+    fn entities(n: usize) -> String {
+        vec![r#"{"kind":"k","id":"1"}"#; n].join(",")
+    }
+
+    fn message(entities: &str, extra: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"id":"e","type":"t","time":"2023-04-03T10:08:18Z","entities":[{entities}]{extra}}}"#
+        ))
+    }
+
+    fn error(raw: Bytes) -> String {
+        match decode_event(raw.clone()) {
+            Ok(e) => panic!("expected a malformed message, got {e:?}"),
+            Err(m) => {
+                assert_eq!(m.raw, raw, "the raw bytes are kept for the dead letter");
+                m.error
+            }
+        }
+    }
+
+    #[test]
+    fn a_good_message_decodes() {
+        let e = decode_event(message(&entities(2), "")).unwrap_or_else(|m| panic!("{m:?}"));
+        assert_eq!((e.id.as_str(), e.entities.len()), ("e", 2));
+    }
+
+    #[test]
+    fn bad_json_is_malformed() {
+        let msg = error(Bytes::from_static(b"{not json"));
+        assert!(msg.starts_with("invalid event JSON: "), "{msg}");
+    }
+
+    #[test]
+    fn an_oversized_message_is_refused_before_parsing() {
+        // 100,000 entities: about 2.3 MB of valid JSON.
+        let raw = message(&entities(100_000), "");
+        assert!(raw.len() > MAX_RECORD_BYTES);
+        let msg = error(raw);
+        assert!(msg.starts_with("message too large: "), "{msg}");
+        // Not even JSON: the size alone decides.
+        let msg = error(Bytes::from(vec![b'x'; MAX_RECORD_BYTES + 1]));
+        assert!(msg.starts_with("message too large: "), "{msg}");
+    }
+
+    #[test]
+    fn an_event_breaking_a_limit_is_malformed() {
+        let raw = message(&entities(MAX_ENTITIES + 1), "");
+        assert!(raw.len() <= MAX_RECORD_BYTES);
+        let msg = error(raw);
+        assert!(msg.contains("10001 entities in one event"), "{msg}");
+
+        let msg = error(message(
+            &entities(1),
+            r#","mutations":[{"kind":"k","id":"1","version":18446744073709551615}]"#,
+        ));
+        assert!(msg.contains("version 18446744073709551615"), "{msg}");
+
+        let msg = error(Bytes::from_static(
+            br#"{"id":"e","type":"t","time":9223372036854775807,"entities":[]}"#,
+        ));
+        assert!(msg.contains("outside the accepted range"), "{msg}");
     }
 }

@@ -1,17 +1,20 @@
 //! The ARC block-trace importer: each line `start count ignored request` is one `read` event
 //! referencing the blocks `start..start+count` (kind `block`); event `i` gets time `i` ms.
+//! A count above [`MAX_ENTITIES`] and a line longer than [`MAX_RECORD_BYTES`] are invalid lines.
 
 use std::io::BufRead;
 use std::path::PathBuf;
 
+use prescient_core::limits::{MAX_ENTITIES, MAX_RECORD_BYTES, check_event};
 use prescient_core::{EntityRef, Event, SmolStr, Timestamp};
 use smol_str::ToSmolStr;
 
 use crate::error::{Errors, ImportError};
+use crate::lines::{Line, read_line, too_long};
 use crate::{Format, ImportedLog};
 
-/// The largest block count a line may have.
-const MAX_COUNT: u64 = 1_000_000;
+/// The largest block count a line may have: one entity per block.
+const MAX_COUNT: u64 = MAX_ENTITIES as u64;
 
 fn parse_line(line: &str, index: usize) -> Result<Event, String> {
     let mut it = line.split_ascii_whitespace();
@@ -54,6 +57,7 @@ fn parse_line(line: &str, index: usize) -> Result<Event, String> {
             role: None,
         });
     }
+    check_event(&e).map_err(|limit| limit.to_string())?;
     Ok(e)
 }
 
@@ -68,14 +72,17 @@ pub(crate) fn read(
     let mut buf = Vec::with_capacity(128);
     let mut line = 0u64;
     loop {
-        buf.clear();
-        let n = r
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| ImportError::io(file, e))?;
-        if n == 0 {
-            break;
-        }
+        let read =
+            read_line(&mut r, &mut buf, MAX_RECORD_BYTES).map_err(|e| ImportError::io(file, e))?;
         line += 1;
+        match read {
+            Line::End => break,
+            Line::TooLong(len) => {
+                errors.skip(ImportError::at(file, line, too_long(len)))?;
+                continue;
+            }
+            Line::Read => {}
+        }
         if buf.iter().all(u8::is_ascii_whitespace) {
             continue;
         }

@@ -2,27 +2,33 @@
 //!
 //! The record reader is a small RFC 4180 parser (quoted fields with `""` escapes and embedded
 //! newlines, CRLF or LF line ends) that tracks line numbers and reports unterminated quotes and
-//! invalid UTF-8, which general CSV readers do not.
+//! invalid UTF-8, which general CSV readers do not. A record longer than [`MAX_RECORD_BYTES`]
+//! is an invalid record, parsed to its end without being kept; each event is checked against
+//! the limits of [`prescient_core::limits`], and its time against their range.
 
 use std::io::BufRead;
 
+use prescient_core::limits::{MAX_RECORD_BYTES, check_event};
 use prescient_core::{EntityRef, Event, SmolStr, Timestamp};
 
 use crate::error::{Errors, ImportError};
-use crate::time::{EXPECTED, parse_timestamp};
+use crate::lines::too_long;
+use crate::time::parse_checked;
 use crate::{CsvMapping, Format, ImportedLog};
 
-/// Reads records from a CSV stream.
+/// Reads records from a CSV stream, straight from the reader's buffer: a record is never read
+/// as a whole raw line first, so one longer than [`MAX_RECORD_BYTES`] is parsed to its end (the
+/// quoting decides where that is) without its fields being kept.
 struct Records<R> {
     r: R,
     delim: u8,
     /// Physical lines consumed so far.
     line: u64,
-    raw: Vec<u8>,
     out: Vec<u8>,
     ends: Vec<usize>,
 }
 
+#[derive(Clone, Copy)]
 enum State {
     Start,
     Unquoted,
@@ -34,6 +40,13 @@ enum RecordError {
     Io(std::io::Error),
     /// An unterminated quote; the record started at this line.
     Unterminated(u64),
+    /// The record starting at this line (and spanning this many lines) is longer than
+    /// [`MAX_RECORD_BYTES`]; it was consumed and its fields dropped.
+    TooLong {
+        start: u64,
+        lines: u64,
+        len: u64,
+    },
 }
 
 impl<R: BufRead> Records<R> {
@@ -42,7 +55,6 @@ impl<R: BufRead> Records<R> {
             r,
             delim,
             line: 0,
-            raw: Vec::with_capacity(1024),
             out: Vec::with_capacity(1024),
             ends: Vec::with_capacity(32),
         }
@@ -56,40 +68,40 @@ impl<R: BufRead> Records<R> {
             let start = self.line + 1;
             let mut state = State::Start;
             let mut blank = true;
-            loop {
-                self.raw.clear();
-                let n = self
-                    .r
-                    .read_until(b'\n', &mut self.raw)
-                    .map_err(RecordError::Io)?;
-                if n == 0 {
-                    if matches!(state, State::Quoted) {
-                        return Err(RecordError::Unterminated(start));
-                    }
-                    if self.line + 1 == start {
-                        return Ok(None);
-                    }
+            // Bytes of the record consumed so far, and whether the last byte kept is a `\r`
+            // outside quotes (dropped when a `\n` follows: a CRLF line end).
+            let mut len: u64 = 0;
+            let mut cr = false;
+            let mut any = false;
+            let mut ended = false;
+            while !ended {
+                let avail = match self.r.fill_buf() {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(RecordError::Io(e)),
+                };
+                if avail.is_empty() {
                     break;
                 }
-                self.line += 1;
-                let mut ended = false;
-                let raw = &self.raw;
-                let len = raw.len();
-                let mut i = 0;
-                while i < len {
-                    let b = raw[i];
+                any = true;
+                let mut used = 0;
+                for &b in avail {
+                    used += 1;
                     match state {
                         State::Start | State::Unquoted => {
                             if b == b'"' && matches!(state, State::Start) {
                                 state = State::Quoted;
                                 blank = false;
+                                cr = false;
                             } else if b == self.delim {
                                 self.ends.push(self.out.len());
                                 state = State::Start;
                                 blank = false;
-                            } else if b == b'\n'
-                                || (b == b'\r' && i + 1 < len && raw[i + 1] == b'\n')
-                            {
+                                cr = false;
+                            } else if b == b'\n' {
+                                if cr {
+                                    self.out.pop();
+                                }
                                 ended = true;
                                 break;
                             } else {
@@ -97,6 +109,7 @@ impl<R: BufRead> Records<R> {
                                     blank = false;
                                 }
                                 self.out.push(b);
+                                cr = b == b'\r';
                                 state = State::Unquoted;
                             }
                         }
@@ -104,6 +117,9 @@ impl<R: BufRead> Records<R> {
                             if b == b'"' {
                                 state = State::QuoteInQuoted;
                             } else {
+                                if b == b'\n' {
+                                    self.line += 1;
+                                }
                                 self.out.push(b);
                             }
                         }
@@ -114,22 +130,42 @@ impl<R: BufRead> Records<R> {
                             } else if b == self.delim {
                                 self.ends.push(self.out.len());
                                 state = State::Start;
-                            } else if b == b'\n'
-                                || (b == b'\r' && i + 1 < len && raw[i + 1] == b'\n')
-                            {
+                                cr = false;
+                            } else if b == b'\n' {
                                 ended = true;
                                 break;
                             } else {
                                 self.out.push(b);
+                                cr = b == b'\r';
                                 state = State::Unquoted;
                             }
                         }
                     }
-                    i += 1;
                 }
-                if ended || !matches!(state, State::Quoted) {
-                    break;
+                len += used as u64;
+                self.r.consume(used);
+                if self.out.len() > MAX_RECORD_BYTES {
+                    // Too long already: keep parsing to the record's end, not keeping its
+                    // content (`len` still counts it).
+                    self.out.clear();
+                    self.ends.clear();
                 }
+            }
+            if !any {
+                return Ok(None);
+            }
+            // The line that ends the record (or the last one, without a final `\n`).
+            self.line += 1;
+            if !ended && matches!(state, State::Quoted) {
+                return Err(RecordError::Unterminated(start));
+            }
+            let content = len - u64::from(ended) - u64::from(cr && ended);
+            if content > MAX_RECORD_BYTES as u64 {
+                return Err(RecordError::TooLong {
+                    start,
+                    lines: self.line + 1 - start,
+                    len: content,
+                });
             }
             self.ends.push(self.out.len());
             if blank && self.ends.len() == 1 {
@@ -146,6 +182,17 @@ impl<R: BufRead> Records<R> {
     fn field(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.out[start..self.ends[i]]
+    }
+}
+
+/// The message of a record over [`MAX_RECORD_BYTES`]: as for a line when it is one.
+fn too_long_record(lines: u64, len: u64) -> String {
+    if lines <= 1 {
+        too_long(len)
+    } else {
+        format!(
+            "record of {lines} lines is {len} bytes long, longer than 1 MiB ({MAX_RECORD_BYTES} bytes)"
+        )
     }
 }
 
@@ -274,6 +321,13 @@ pub(crate) fn read(
                 "unterminated quote in the header row",
             ));
         }
+        Err(RecordError::TooLong { start, lines, len }) => {
+            return Err(ImportError::at(
+                file,
+                start,
+                format!("header row: {}", too_long_record(lines, len)),
+            ));
+        }
     };
     let mut names = Vec::with_capacity(rec.len());
     for i in 0..rec.len() {
@@ -303,9 +357,16 @@ pub(crate) fn read(
                 errors.skip(e)?;
                 break;
             }
+            Err(RecordError::TooLong { start, lines, len }) => {
+                errors.skip(ImportError::at(file, start, too_long_record(lines, len)))?;
+                continue;
+            }
         };
         match event(file, line, &rec, &plan, events.len()) {
-            Ok(e) => events.push(e),
+            Ok(e) => match check_event(&e) {
+                Ok(()) => events.push(e),
+                Err(limit) => errors.skip(ImportError::at(file, line, limit.to_string()))?,
+            },
             Err(e) => errors.skip(e)?,
         }
     }
@@ -363,14 +424,11 @@ fn event<R: BufRead>(
     let time = match plan.time {
         Some(i) => {
             let v = col(i)?;
-            parse_timestamp(v).ok_or_else(|| {
+            parse_checked(v).map_err(|msg| {
                 ImportError::at(
                     file,
                     line,
-                    format!(
-                        "column {:?}: cannot parse {v:?} as a timestamp ({EXPECTED})",
-                        plan.names[i].as_str()
-                    ),
+                    format!("column {:?}: {msg}", plan.names[i].as_str()),
                 )
             })?
         }

@@ -38,6 +38,7 @@ mod csv;
 mod error;
 mod input;
 mod jsonl;
+mod lines;
 mod ocel;
 mod source;
 mod time;

@@ -4,24 +4,52 @@
 //! ISO 8601 without an offset (`2012-04-03T16:55:38`, taken as UTC), `YYYY-MM-DD HH:MM:SS` with an
 //! optional fraction and with hours that need not be zero-padded (`2012-04-03 1:04:54`), a bare
 //! date (`2012-04-03`, midnight UTC), and a bare integer, taken as Unix seconds.
+//!
+//! Importers take times through [`parse_checked`], which also rejects a time outside the range of
+//! [`prescient_core::limits::check_time`], so that a huge number of seconds is an error rather than a
+//! time that saturates somewhere downstream.
 
 use chrono::NaiveDate;
 use prescient_core::Timestamp;
+use prescient_core::limits::check_time;
 
 /// What the timestamp parser accepts, for error messages.
 pub const EXPECTED: &str = "expected ISO 8601 or YYYY-MM-DD HH:MM:SS or Unix seconds";
 
-/// Parses a timestamp in any of the accepted forms; `None` if it is none of them.
+/// Parses a timestamp as [`parse_timestamp`] does and checks it against the accepted range.
+///
+/// # Errors
+/// A message naming the text: it is not a timestamp, or it is one outside 1900..=9999.
+pub(crate) fn parse_checked(s: &str) -> Result<Timestamp, String> {
+    let t = parse_timestamp(s).ok_or_else(|| {
+        if is_integer(s.trim()) {
+            // Only an integer too large for the time type gets here.
+            format!("{s:?} is outside the accepted range 1900-01-01 to 9999-12-31")
+        } else {
+            format!("cannot parse {s:?} as a timestamp ({EXPECTED})")
+        }
+    })?;
+    check_time(t)
+        .map_err(|_| format!("{s:?} is outside the accepted range 1900-01-01 to 9999-12-31"))?;
+    Ok(t)
+}
+
+fn is_integer(s: &str) -> bool {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Parses a timestamp in any of the accepted forms; `None` if it is none of them, or if it is a
+/// number of seconds too large for a [`Timestamp`] (it does not saturate).
 pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
     let s = s.trim();
     let b = s.as_bytes();
     if b.is_empty() {
         return None;
     }
-    let digits = if b[0] == b'-' { &b[1..] } else { b };
-    if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) {
+    if is_integer(s) {
         let secs: i64 = s.parse().ok()?;
-        return Some(Timestamp::from_secs(secs));
+        return Some(Timestamp::from_micros(secs.checked_mul(1_000_000)?));
     }
     let mut c = Cursor { b, i: 0 };
     let year = c.number(4, 4)?;
@@ -153,6 +181,21 @@ mod tests {
         assert_eq!(t("2012-04-03"), "2012-04-03T00:00:00Z");
         assert_eq!(t("807256800"), "1995-08-01T06:00:00Z");
         assert_eq!(t("2012-04-03 16:55"), "2012-04-03T16:55:00Z");
+    }
+
+    #[test]
+    fn huge_seconds_do_not_saturate() {
+        assert_eq!(t("9223372036855"), "none");
+        assert_eq!(t("-9223372036855"), "none");
+        let msg = parse_checked("9223372036855").unwrap_err();
+        assert!(msg.contains("outside the accepted range"), "{msg}");
+        let msg = parse_checked("9223372036854").unwrap_err();
+        assert!(msg.contains("outside the accepted range"), "{msg}");
+        let msg = parse_checked("0001-01-01").unwrap_err();
+        assert!(msg.contains("outside the accepted range"), "{msg}");
+        assert!(parse_checked("253402300799").is_ok());
+        let msg = parse_checked("yesterday").unwrap_err();
+        assert!(msg.contains("cannot parse \"yesterday\""), "{msg}");
     }
 
     #[test]

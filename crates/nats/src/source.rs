@@ -12,9 +12,7 @@ use async_nats::jetstream::{self, Context};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use prescient_core::{
-    Ack, Acknowledge, Delivery, Event, EventSource, MalformedMessage, SourceError,
-};
+use prescient_core::{Ack, Acknowledge, Delivery, EventSource, SourceError, decode_event};
 use tracing::{debug, warn};
 
 use crate::{
@@ -262,13 +260,7 @@ impl NatsSource {
             .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX).max(1))
             .unwrap_or(1);
         let (msg, acker) = msg.split();
-        let payload = match serde_json::from_slice::<Event>(&msg.payload) {
-            Ok(event) => Ok(event),
-            Err(e) => Err(MalformedMessage {
-                raw: msg.payload.clone(),
-                error: e.to_string(),
-            }),
-        };
+        let payload = decode_event(msg.payload.clone());
         Delivery {
             payload,
             attempt,

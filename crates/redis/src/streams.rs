@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use prescient_core::{
     Ack, Acknowledge, Delivery, Event, EventSink, EventSource, MalformedMessage, SourceError,
+    decode_event,
 };
 use redis::Value;
 use redis::aio::ConnectionManager;
@@ -707,16 +708,7 @@ fn decode(fields: Vec<(Vec<u8>, Vec<u8>)>) -> (Result<Event, MalformedMessage>, 
         );
     };
     let raw = Bytes::from(raw);
-    match serde_json::from_slice::<Event>(&raw) {
-        Ok(e) => (Ok(e), raw),
-        Err(e) => (
-            Err(MalformedMessage {
-                raw: raw.clone(),
-                error: format!("invalid event JSON: {e}"),
-            }),
-            raw,
-        ),
-    }
+    (decode_event(raw.clone()), raw)
 }
 
 fn array(v: Value) -> Vec<Value> {
@@ -841,5 +833,31 @@ mod tests {
         let (p, raw) = decode(vec![(b"event".to_vec(), line.as_bytes().to_vec())]);
         assert_eq!(p.unwrap().id, "e1");
         assert_eq!(raw, Bytes::from(line));
+    }
+
+    fn with_entities(n: usize) -> Vec<u8> {
+        let list = vec![r#"{"kind":"k","id":"1"}"#; n].join(",");
+        format!(r#"{{"id":"e","type":"t","time":"2023-04-03T10:08:18Z","entities":[{list}]}}"#)
+            .into_bytes()
+    }
+
+    #[test]
+    fn decode_refuses_an_oversized_entry_and_one_breaking_a_limit() {
+        // 100,000 entities: valid JSON of about 2.3 MB, over the 1 MiB a message may have.
+        let big = with_entities(100_000);
+        assert!(big.len() > prescient_core::limits::MAX_RECORD_BYTES);
+        let (p, raw) = decode(vec![(b"event".to_vec(), big.clone())]);
+        let m = p.unwrap_err();
+        assert!(m.error.starts_with("message too large"), "{}", m.error);
+        assert_eq!((raw.len(), m.raw.len()), (big.len(), big.len()));
+
+        let over = with_entities(prescient_core::limits::MAX_ENTITIES + 1);
+        let (p, _) = decode(vec![(b"event".to_vec(), over)]);
+        let m = p.unwrap_err();
+        assert!(
+            m.error.contains("10001 entities in one event"),
+            "{}",
+            m.error
+        );
     }
 }

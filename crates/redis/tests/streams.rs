@@ -232,3 +232,54 @@ async fn malformed_messages_go_to_the_dead_letter_stream() {
     assert!(!field(0, "source_id").is_empty());
     assert_eq!(field(1, "error"), m2.error.as_bytes());
 }
+
+#[tokio::test]
+async fn events_breaking_a_limit_go_to_the_dead_letter_stream() {
+    let Some(url) = common::redis_url("streams_limits").await else {
+        return;
+    };
+    let stream = common::unique("stream-limits");
+    let sink = RedisStreamSink::connect(RedisStreamSinkOptions::new(&url, &stream).max_len(1000))
+        .await
+        .unwrap();
+    // Valid JSON of 100,000 entities (about 2.3 MB), and an event with a u64::MAX version.
+    let mut huge = event(0);
+    huge.entities = vec![EntityRef::new("k", "1"); 100_000];
+    sink.publish(&huge).await.unwrap();
+    let mut versioned = event(1);
+    versioned.mutations.push(prescient_core::Mutation {
+        kind: "orders".into(),
+        id: "o-1".into(),
+        version: prescient_core::Version(u64::MAX),
+    });
+    sink.publish(&versioned).await.unwrap();
+    sink.publish(&event(2)).await.unwrap();
+
+    let mut src = RedisStreamSource::connect(source_opts(&url, &stream, "c1"))
+        .await
+        .unwrap();
+    let too_big = next_within(&mut src, Duration::from_secs(5)).await.unwrap();
+    let m = too_big.payload.as_ref().unwrap_err().clone();
+    assert!(m.error.starts_with("message too large"), "{}", m.error);
+    too_big.ack.dead_letter(&m.error).await.unwrap();
+    let bad_version = next_within(&mut src, Duration::from_secs(5)).await.unwrap();
+    let m2 = bad_version.payload.as_ref().unwrap_err().clone();
+    assert!(
+        m2.error.contains("version 18446744073709551615"),
+        "{}",
+        m2.error
+    );
+    bad_version.ack.dead_letter(&m2.error).await.unwrap();
+    let good = next_within(&mut src, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(good.payload.unwrap(), event(2));
+    good.ack.ack().await.unwrap();
+
+    assert_eq!(pending(&url, &stream).await, 0);
+    let mut con = common::plain(&url).await;
+    let dead: i64 = redis::cmd("XLEN")
+        .arg(src.dead_letter_stream())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(dead, 2);
+}
