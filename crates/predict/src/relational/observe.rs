@@ -104,7 +104,7 @@ impl OnlineModel for RelationalModel {
                         cell.1 *= 0.5;
                     }
                 }
-                let gap = ((nowu - st.last_time) as f64 / 1e6).max(0.0);
+                let gap = (nowu.saturating_sub(st.last_time) as f64 / 1e6).max(0.0);
                 self.learn_next_type(kid, &st, cur, now);
                 if let Some(&last) = st.hist().first() {
                     self.s
@@ -117,7 +117,8 @@ impl OnlineModel for RelationalModel {
                 // Relation hits: the time from the last trigger of each relation to this touch.
                 for (rel, t0) in [st.trigger_same, st.trigger_link].into_iter().flatten() {
                     if let Some(r) = self.s.rels.get_mut(rel as usize) {
-                        r.gaps.add(((nowu - t0) as f64 / 1e6).max(0.0), 0.0);
+                        r.gaps
+                            .add((nowu.saturating_sub(t0) as f64 / 1e6).max(0.0), 0.0);
                     }
                 }
             }
@@ -130,7 +131,7 @@ impl OnlineModel for RelationalModel {
             st.last_gap_s = if st.seen == 0 {
                 0.0
             } else {
-                ((nowu - st.last_time) as f64 / 1e6).max(0.0) as f32
+                (nowu.saturating_sub(st.last_time) as f64 / 1e6).max(0.0) as f32
             };
             st.push_type(cur, self.cfg.order);
             st.seen = st.seen.saturating_add(1);
@@ -141,13 +142,16 @@ impl OnlineModel for RelationalModel {
             // Data-age cycles: a cached copy filled at the cycle's start expires after
             // `min_lead`; learn how soon after that expiry the entity is touched again.
             let age = i64::try_from(self.cfg.min_lead.as_micros()).unwrap_or(i64::MAX);
-            if age > 0 && st.cycle_start.is_none_or(|c| nowu - c >= age) {
+            if age > 0 && st.cycle_start.is_none_or(|c| nowu.saturating_sub(c) >= age) {
                 let rel = self.rel_id(kid, u16::MAX, kid, 2);
                 if learn {
                     if let Some(c) = st.cycle_start
                         && let Some(r) = self.s.rels.get_mut(rel as usize)
                     {
-                        r.gaps.add(((nowu - c - age) as f64 / 1e6).max(0.0), 0.0);
+                        r.gaps.add(
+                            (nowu.saturating_sub(c).saturating_sub(age) as f64 / 1e6).max(0.0),
+                            0.0,
+                        );
                     }
                     self.add_trial(rel);
                 }

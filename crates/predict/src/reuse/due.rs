@@ -23,7 +23,18 @@ impl ReuseModel {
         // the top in place (one sift down) instead of a pop and a push. Nothing in the loop
         // reads the heap.
         let mut due = std::mem::take(&mut self.due);
+        // Every step pops the top entry or moves it to a strictly later window (see below),
+        // and an entry moves at most `max_windows` times: so the loop ends. The budget bounds
+        // it even so, should saturated arithmetic at the ends of the time range break that
+        // reasoning; it is never reached otherwise.
+        let mut budget = (due.len() as u64)
+            .saturating_add(1)
+            .saturating_mul(u64::from(self.cfg.max_windows).saturating_add(1));
         while let Some(mut top) = due.peek_mut() {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
             let Reverse((start, fill, slot)) = *top;
             if start > horizon {
                 break;
@@ -94,7 +105,15 @@ impl ReuseModel {
                 } else {
                     j + 1
                 };
-                *top = Reverse((self.start_of(fill, next), fill, slot));
+                let next_start = self.start_of(fill, next);
+                if next_start > start {
+                    *top = Reverse((next_start, fill, slot));
+                } else {
+                    // The next window does not start later (the start saturated at the end
+                    // of the time range): there are no more windows to predict.
+                    PeekMut::pop(top);
+                    st.scheduled = false;
+                }
             } else {
                 PeekMut::pop(top);
                 st.scheduled = false;

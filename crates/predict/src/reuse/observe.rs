@@ -43,11 +43,15 @@ impl OnlineModel for ReuseModel {
                     .iter()
                     .any(|m| m.kind == r.kind && m.id == r.id);
                 let mut pre = None;
+                let mut last_start = None;
                 for j in st.learned + 1..=self.cfg.max_windows {
                     let start = self.start_of(st.fill, j);
-                    if t < start {
+                    // A start that does not advance has saturated at the end of the time
+                    // range: there are no later windows.
+                    if t < start || last_start.is_some_and(|s| start <= s) {
                         break;
                     }
+                    last_start = Some(start);
                     let pre = *pre.get_or_insert_with(|| self.prefix(&st));
                     self.learn(
                         &st,
@@ -94,7 +98,7 @@ impl OnlineModel for ReuseModel {
                 prev_ty: prev.map_or(0, |s| s.ty),
                 reads: prev.map_or(1, |s| s.reads.saturating_add(1)),
                 gap: prev.map_or(u32::MAX - 1, |s| {
-                    u32::try_from((t - s.last) / self.window_us).unwrap_or(u32::MAX - 1)
+                    u32::try_from(t.saturating_sub(s.last) / self.window_us).unwrap_or(u32::MAX - 1)
                 }),
                 learned,
                 scheduled: true,
