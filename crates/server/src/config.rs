@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use prescient_core::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +119,35 @@ impl Config {
     /// [`ConfigError::Invalid`] naming the key at fault.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         Self::extract(Figment::new().merge(Toml::string(text)))
+    }
+
+    /// Applies `PRESCIENT_*` environment overrides to a configuration built in code, as
+    /// [`Config::load`] does to a file's, then checks it: a tool that builds its `serve` in code
+    /// (`prescient bench live`) is tuned by the same variables as `serve`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key at fault.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use prescient_server::config::{CacheConfig, Config, SourceConfig, StoreConfig};
+    ///
+    /// let cfg = Config {
+    ///     source: SourceConfig::File { path: "events.jsonl".into(), format: None },
+    ///     cache: CacheConfig::Memory { capacity: 1_000 },
+    ///     store: StoreConfig::Sqlite { path: "store.db".into() },
+    ///     predictor: Default::default(),
+    ///     prefetch: Default::default(),
+    ///     admin: Default::default(),
+    ///     serve: Default::default(),
+    /// }
+    /// .with_env_overrides()
+    /// .unwrap();
+    /// assert_eq!(cfg.prefetch.threshold, 0.5);
+    /// ```
+    pub fn with_env_overrides(self) -> Result<Config, ConfigError> {
+        Self::extract(Figment::from(Serialized::defaults(self)))
     }
 
     fn extract(fig: Figment) -> Result<Config, ConfigError> {
@@ -279,6 +308,13 @@ pub enum SourceConfig {
     },
 }
 
+impl SourceConfig {
+    /// Messages per pull (NATS) or entries per read (Redis Streams) when the file does not say.
+    pub const DEFAULT_BATCH: usize = 500;
+    /// Seconds before NATS redelivers an unacked message when the file does not say.
+    pub const DEFAULT_ACK_WAIT_SECS: u64 = 30;
+}
+
 /// The cache.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
@@ -342,6 +378,11 @@ pub enum StoreConfig {
         #[serde(default = "yes")]
         ensure_schema: bool,
     },
+}
+
+impl StoreConfig {
+    /// PostgreSQL connections in the pool when the file does not say.
+    pub const DEFAULT_POOL_SIZE: usize = 8;
 }
 
 /// Which model predicts.
@@ -551,10 +592,10 @@ fn default_nats_dead() -> String {
     "prescient.dead".into()
 }
 fn default_batch() -> usize {
-    500
+    SourceConfig::DEFAULT_BATCH
 }
 fn default_ack_wait() -> u64 {
-    30
+    SourceConfig::DEFAULT_ACK_WAIT_SECS
 }
 fn default_redis_url() -> String {
     "redis://127.0.0.1:6379".into()
@@ -590,7 +631,7 @@ fn default_pg_url() -> String {
     "postgres://postgres@127.0.0.1:5432/test".into()
 }
 fn default_pool() -> usize {
-    8
+    StoreConfig::DEFAULT_POOL_SIZE
 }
 fn default_table() -> String {
     "prescient_entities".into()
