@@ -12,9 +12,7 @@
 //! spawned instead of awaited one by one (errors then go unchecked), which shows how much of
 //! the consume time is that wait.
 //!
-//! Latest result (2026-11-26, release build, shared 2-core machine at load average ~4,
-//! RabbitMQ on the same machine, 137-byte persistent events, 50 000 events): publish with
-//! confirms 7 000 events/s; consume + ack 4 500 events/s (8 300 events/s with `SPAWN_ACKS=1`).
+//! It prints the rates it measured; `docs/tuning.md` keeps the results of earlier runs.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

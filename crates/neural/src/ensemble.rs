@@ -503,9 +503,9 @@ impl<M: OnlineModel> EnsembleModel<M> {
 
     /// The online model discounts its confidences after novel types itself only when it
     /// answers alone (weight 0): in a mix its confidences rank types, and the discount it
-    /// reports is applied to the recalibrated mix instead (on env_permit, a discounted online
-    /// part hands novel cases to the network and costs the mix a point of accuracy; the
-    /// discount on the mix takes its `ece` from 0.081 to 0.049).
+    /// reports is applied to the recalibrated mix instead: a discounted online part would hand
+    /// novel cases to the network, which knows them less, while the discount applied to the
+    /// mix keeps the mix calibrated (`docs/tuning.md`).
     fn discount_novelty_alone(&mut self) {
         let (w, _) = self.mix_params();
         self.online.set_novelty_discount(w <= 0.0);

@@ -14,10 +14,9 @@ pub struct BudgetConfig {
     /// Tokens earned per second of clock time.
     pub per_second: f64,
     /// The most tokens that can be saved up. Readahead and successor chains come in bursts
-    /// (a scan predicts many blocks at once): on P3 (1M reads), a burst of 4,096 instead of
-    /// 1,000 closed 0.566 of the gap instead of 0.539 at precision 0.69, 2,048 0.556, more
-    /// than 4,096 no more; the headline logs did not change. Over time, prefetching still adds
-    /// at most `per_read` loads per read.
+    /// (a scan predicts many blocks at once), so the bucket lets a burst through that a steady
+    /// rate would cut short (`docs/tuning.md` has the measurements behind the default). Over
+    /// time, prefetching still adds at most `per_read` loads per read.
     pub burst: f64,
 }
 
