@@ -193,6 +193,28 @@ pub fn read_log(
     }
 }
 
+/// Reads an event log held in memory, in `format`, as [`read_log`] reads a file: `name` names
+/// it in errors. Gzip is not detected here.
+///
+/// # Errors
+///
+/// As [`read_log`], except for the errors of opening a file.
+pub fn read_slice(
+    name: &str,
+    bytes: &[u8],
+    format: Format,
+    opts: &ImportOptions,
+) -> Result<ImportedLog, ImportError> {
+    let r: Box<dyn std::io::BufRead + '_> = Box::new(bytes);
+    let source = PathBuf::from(name);
+    match format {
+        Format::Csv => csv::read(name, r, &opts.csv, opts.skip_invalid, source),
+        Format::Jsonl => jsonl::read(name, r, opts.skip_invalid, source),
+        Format::Ocel2 => ocel::read(name, r, opts.skip_invalid, source),
+        Format::Arc => arc::read(name, r, opts.skip_invalid, source),
+    }
+}
+
 /// Writes events as JSON Lines, one [`Event`] per line (the form [`Format::Jsonl`] reads).
 ///
 /// # Errors
