@@ -339,11 +339,21 @@ impl Watch {
         // relation for overlapping windows are one use: the more confident stays. Disjoint
         // windows (a refresh before the copy expires, a use after it) are two uses, and both
         // stay; so do predictions through different relations (see the module docs).
-        // `at` holds each entity's first prediction; an entity predicted again is rare, so its
-        // other predictions are found by a scan.
-        let mut at: FxHashMap<EntityKey, usize> = FxHashMap::default();
+        // `at` holds each entity's first and last prediction, and `next` links each
+        // prediction to the entity's next one: so an entity's predictions are found without
+        // a scan over the others (an event with many entities costs linearly in them).
+        let mut at: FxHashMap<EntityKey, (usize, usize)> = FxHashMap::default();
+        let mut next: Vec<usize> = vec![usize::MAX; f.entities.len()];
         for (i, p) in f.entities.iter().enumerate() {
-            at.entry(p.entity.clone()).or_insert(i);
+            match at.get_mut(&p.entity) {
+                Some((_, last)) => {
+                    next[*last] = i;
+                    *last = i;
+                }
+                None => {
+                    at.insert(p.entity.clone(), (i, i));
+                }
+            }
         }
         let overlap = |a: &Prediction, b: &Prediction| {
             a.expected_at <= b.latest.max(b.expected_at)
@@ -351,23 +361,41 @@ impl Watch {
         };
         for m in more {
             for p in m.entities {
-                let same = match at.get(&p.entity) {
-                    Some(&first) => (first..f.entities.len()).find(|&i| {
-                        let q = &f.entities[i];
-                        q.entity == p.entity && q.relation == p.relation && overlap(q, &p)
-                    }),
+                let i = f.entities.len();
+                let same = match at.get_mut(&p.entity) {
+                    Some((first, last)) => {
+                        let mut j = *first;
+                        let found = loop {
+                            let q = &f.entities[j];
+                            if q.relation == p.relation && overlap(q, &p) {
+                                break Some(j);
+                            }
+                            if next[j] == usize::MAX {
+                                break None;
+                            }
+                            j = next[j];
+                        };
+                        if found.is_none() {
+                            next[*last] = i;
+                            *last = i;
+                        }
+                        found
+                    }
                     None => {
-                        at.insert(p.entity.clone(), f.entities.len());
+                        at.insert(p.entity.clone(), (i, i));
                         None
                     }
                 };
                 match same {
-                    Some(i) => {
-                        if f.entities[i].confidence < p.confidence {
-                            f.entities[i] = p;
+                    Some(j) => {
+                        if f.entities[j].confidence < p.confidence {
+                            f.entities[j] = p;
                         }
                     }
-                    None => f.entities.push(p),
+                    None => {
+                        f.entities.push(p);
+                        next.push(usize::MAX);
+                    }
                 }
             }
         }

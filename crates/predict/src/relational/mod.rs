@@ -41,7 +41,7 @@
 use std::hash::Hasher;
 
 use prescient_core::{EntityKey, Event, SmolStr, Timestamp};
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 mod calibration;
 mod config;
@@ -90,6 +90,8 @@ pub struct RelationalModel {
     scratch: Vec<f64>,
     mix: Vec<f64>,
     keys: Vec<(EntityKey, u16, bool)>,
+    /// Where each entity of the observed event is in `keys`.
+    key_index: FxHashMap<EntityKey, usize>,
     /// The next-type mixture after the last observed event, for its forecast.
     mix_cache: MixCache,
     /// Sequence numbers of tracked events' predictions (calibration), apart from learned ones.
@@ -108,7 +110,7 @@ pub struct RelationalModel {
     ranked: Vec<(u16, f64)>,
     cands: Vec<(EntityKey, EntityKey, u16, u16, u8)>,
     own_cycles: Vec<Option<i64>>,
-    resolved: Vec<u64>,
+    resolved: FxHashSet<u64>,
     linked: Vec<(EntityKey, u16)>,
 }
 
