@@ -168,6 +168,13 @@ impl RelationalModel {
         self.s.young.len() + self.s.old.len()
     }
 
+    /// The estimated bytes one tracked entity costs (see [`RelationalConfig::max_entities`]):
+    /// its state, its key and its links. Estimated from the sizes of the types, not
+    /// measured.
+    pub fn estimated_entity_bytes(&self) -> usize {
+        state::estimated_entity_bytes(self.cfg.max_links)
+    }
+
     /// Entities evicted so far.
     pub fn evicted_entities(&self) -> u64 {
         self.s.evicted

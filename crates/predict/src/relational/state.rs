@@ -135,3 +135,12 @@ pub(super) fn intern(
     ids.insert(s.clone(), i);
     i
 }
+
+/// The estimated bytes one tracked entity costs: its entry in a generation's hash map (key,
+/// state and the table's control byte, at the table's 7/8 load) and its links (at most
+/// `max_links` keys, on the heap). Estimated: a table just grown holds up to twice the room,
+/// and ids or kinds longer than 23 bytes (kept on the heap) are not counted.
+pub(crate) fn estimated_entity_bytes(max_links: usize) -> usize {
+    let entry = size_of::<EntityKey>() + size_of::<EntityState>() + 1;
+    entry * 8 / 7 + max_links * size_of::<EntityKey>()
+}
