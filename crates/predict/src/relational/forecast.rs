@@ -1,7 +1,7 @@
 //! The forecast after an event: next types and the entities predicted through their relation
 //! contexts.
 
-use prescient_core::{EntityKey, Event, NextEvent, Prediction, Relation, Timestamp};
+use prescient_core::{EntityKey, Event, NextEvent, Prediction, Relation, SmolStr, Timestamp};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::hist::LogHist;
@@ -101,7 +101,14 @@ impl RelationalModel {
                             types: st.hist()[..h]
                                 .iter()
                                 .rev()
-                                .map(|&t| self.s.types[usize::from(t)].clone())
+                                .map(|&t| {
+                                    // Past `MAX_TYPES`, types are one unknown type.
+                                    self.s
+                                        .types
+                                        .get(usize::from(t))
+                                        .cloned()
+                                        .unwrap_or_else(|| SmolStr::new("<other>"))
+                                })
                                 .collect(),
                             count: c.total,
                             distinct: c.next.len(),

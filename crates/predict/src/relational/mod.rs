@@ -33,7 +33,8 @@
 //! - **Bounded memory.** Entities live in two generations of at most
 //!   [`RelationalConfig::max_entities`]` / 2` each: when the young one is full, the old one is
 //!   dropped (cold entities are evicted) and the young one becomes old. Contexts beyond
-//!   [`RelationalConfig::max_contexts`] are not created.
+//!   [`RelationalConfig::max_contexts`] are not created. At most [`MAX_TYPES`] event types
+//!   are learned (a forecast costs in proportion to their number).
 //!
 //! [`Relation::Same`]: prescient_core::Relation::Same
 //! [`Relation::Linked`]: prescient_core::Relation::Linked
@@ -57,8 +58,8 @@ mod tests;
 pub use config::{BadContextSpec, ContextSpec, RelationalConfig};
 pub use explain::{ContextUse, ExplainedPrediction, Explanation};
 pub use snapshot::{FORMAT_VERSION, SnapshotError};
-pub use state::MAX_ORDER;
 use state::{Counts, EntityState, RelStats, State};
+pub use state::{MAX_ORDER, MAX_TYPES};
 
 /// The default online model: relational, calibrated, bounded. See the module docs.
 ///
@@ -178,6 +179,12 @@ impl RelationalModel {
     /// Entities evicted so far.
     pub fn evicted_entities(&self) -> u64 {
         self.s.evicted
+    }
+
+    /// Distinct event types learned (never more than [`MAX_TYPES`], unless restored from a
+    /// snapshot that had more).
+    pub fn types(&self) -> usize {
+        self.s.types.len()
     }
 
     /// Next-type contexts kept now (never more than [`RelationalConfig::max_contexts`]).

@@ -5,7 +5,7 @@ use rustc_hash::FxHashMap;
 
 use super::calibration::{CAL_BINS, CAL_CLASSES, cal_cell};
 use super::context::{mixture, top1};
-use super::state::{EntityState, intern, mark_learned};
+use super::state::{EntityState, MAX_TYPES, intern, mark_learned};
 use super::{RelationalModel, fingerprint};
 
 impl OnlineModel for RelationalModel {
@@ -26,7 +26,12 @@ impl OnlineModel for RelationalModel {
         let now = event.time;
         let nowu = now.as_micros();
         let cap = self.cfg.max_count;
-        let cur = intern(&mut self.s.types, &mut self.type_ids, &event.event_type);
+        let cur = intern(
+            &mut self.s.types,
+            &mut self.type_ids,
+            &event.event_type,
+            MAX_TYPES,
+        );
         let main_idx = event
             .entities
             .iter()
@@ -48,7 +53,12 @@ impl OnlineModel for RelationalModel {
                 }
                 continue;
             }
-            let kid = intern(&mut self.s.kinds, &mut self.kind_ids, &r.kind);
+            let kid = intern(
+                &mut self.s.kinds,
+                &mut self.kind_ids,
+                &r.kind,
+                usize::from(u16::MAX),
+            );
             if i == main_idx {
                 main_kind = kid;
             }
