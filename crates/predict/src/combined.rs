@@ -163,6 +163,45 @@ impl PrescientModel {
         self
     }
 
+    /// The model with its entity bounds set from a memory budget of `mb` mebibytes for the
+    /// entities it tracks; `None` keeps the bounds as they are.
+    ///
+    /// The relational and the reuse-time parts each track every entity read, so both get
+    /// the same bound: the budget over the estimated bytes one entity costs in the two
+    /// ([`PrescientModel::estimated_entity_bytes`]), at least 2. Estimated from the sizes of
+    /// the types, not measured: a hash table just grown holds up to twice the room, and
+    /// long ids live on the heap. The key part keeps its own bound
+    /// ([`KeyConfig::max_keys`]), and what was learned is not counted. What each part has
+    /// learned is kept.
+    ///
+    /// # Examples
+    /// ```
+    /// use prescient_predict::PrescientModel;
+    ///
+    /// let m = PrescientModel::default().with_memory_mb(Some(64));
+    /// let n = m.relational().config().max_entities;
+    /// assert_eq!(n, m.reuse().config().max_entities);
+    /// assert!(n * m.estimated_entity_bytes() <= 64 << 20);
+    /// ```
+    pub fn with_memory_mb(mut self, mb: Option<usize>) -> Self {
+        let Some(mb) = mb else {
+            return self;
+        };
+        let per = self.estimated_entity_bytes().max(1);
+        let n = (mb.saturating_mul(1 << 20) / per).max(2);
+        let mut cfg = self.relational.config().clone();
+        cfg.max_entities = n;
+        self.relational.reconfigure(cfg);
+        self.reuse.set_max_entities(n);
+        self
+    }
+
+    /// The estimated bytes one tracked entity costs in the relational and the reuse-time
+    /// parts together (see [`PrescientModel::with_memory_mb`]).
+    pub fn estimated_entity_bytes(&self) -> usize {
+        self.relational.estimated_entity_bytes() + self.reuse.estimated_entity_bytes()
+    }
+
     /// [`OnlineModel::process_batch`] with the reuse-time part on a second thread: it shares
     /// nothing with the relational and key parts, and costs about as much as both. Each part
     /// sees the events in order; then, event by event, the three forecasts are merged as
@@ -339,11 +378,21 @@ impl Watch {
         // relation for overlapping windows are one use: the more confident stays. Disjoint
         // windows (a refresh before the copy expires, a use after it) are two uses, and both
         // stay; so do predictions through different relations (see the module docs).
-        // `at` holds each entity's first prediction; an entity predicted again is rare, so its
-        // other predictions are found by a scan.
-        let mut at: FxHashMap<EntityKey, usize> = FxHashMap::default();
+        // `at` holds each entity's first and last prediction, and `next` links each
+        // prediction to the entity's next one: so an entity's predictions are found without
+        // a scan over the others (an event with many entities costs linearly in them).
+        let mut at: FxHashMap<EntityKey, (usize, usize)> = FxHashMap::default();
+        let mut next: Vec<usize> = vec![usize::MAX; f.entities.len()];
         for (i, p) in f.entities.iter().enumerate() {
-            at.entry(p.entity.clone()).or_insert(i);
+            match at.get_mut(&p.entity) {
+                Some((_, last)) => {
+                    next[*last] = i;
+                    *last = i;
+                }
+                None => {
+                    at.insert(p.entity.clone(), (i, i));
+                }
+            }
         }
         let overlap = |a: &Prediction, b: &Prediction| {
             a.expected_at <= b.latest.max(b.expected_at)
@@ -351,23 +400,41 @@ impl Watch {
         };
         for m in more {
             for p in m.entities {
-                let same = match at.get(&p.entity) {
-                    Some(&first) => (first..f.entities.len()).find(|&i| {
-                        let q = &f.entities[i];
-                        q.entity == p.entity && q.relation == p.relation && overlap(q, &p)
-                    }),
+                let i = f.entities.len();
+                let same = match at.get_mut(&p.entity) {
+                    Some((first, last)) => {
+                        let mut j = *first;
+                        let found = loop {
+                            let q = &f.entities[j];
+                            if q.relation == p.relation && overlap(q, &p) {
+                                break Some(j);
+                            }
+                            if next[j] == usize::MAX {
+                                break None;
+                            }
+                            j = next[j];
+                        };
+                        if found.is_none() {
+                            next[*last] = i;
+                            *last = i;
+                        }
+                        found
+                    }
                     None => {
-                        at.insert(p.entity.clone(), f.entities.len());
+                        at.insert(p.entity.clone(), (i, i));
                         None
                     }
                 };
                 match same {
-                    Some(i) => {
-                        if f.entities[i].confidence < p.confidence {
-                            f.entities[i] = p;
+                    Some(j) => {
+                        if f.entities[j].confidence < p.confidence {
+                            f.entities[j] = p;
                         }
                     }
-                    None => f.entities.push(p),
+                    None => {
+                        f.entities.push(p);
+                        next.push(usize::MAX);
+                    }
                 }
             }
         }
@@ -582,5 +649,36 @@ mod tests {
         assert!(rec(200.0, 60.0, 70.0).trusted());
         // Often wrong while claiming to be sure: silenced.
         assert!(!rec(200.0, 60.0, 190.0).trusted());
+    }
+
+    #[test]
+    fn a_memory_budget_bounds_the_entities_of_both_parts() {
+        let before = PrescientModel::default();
+        let kept = PrescientModel::default().with_memory_mb(None);
+        assert_eq!(
+            kept.relational().config().max_entities,
+            before.relational().config().max_entities
+        );
+        assert_eq!(
+            kept.reuse().config().max_entities,
+            before.reuse().config().max_entities
+        );
+        let mut m = PrescientModel::default().with_memory_mb(Some(1));
+        let n = m.relational().config().max_entities;
+        assert_eq!(n, m.reuse().config().max_entities);
+        assert_eq!(n, (1 << 20) / m.estimated_entity_bytes());
+        assert!(n > 100 && n < 100_000, "{n}");
+        for i in 0..(3 * n) as i64 {
+            let e = Event::new(i.to_string(), "read", Timestamp::from_secs(i))
+                .with_entity(EntityRef::new("case", i.to_string()));
+            m.observe(&e, Observe::Learn);
+            let _ = m.forecast(&e);
+            assert!(m.relational().tracked_entities() <= n);
+            assert!(m.reuse().tracked() <= n);
+        }
+        assert!(m.relational().evicted_entities() > 0);
+        // The smallest budget still tracks something.
+        let tiny = PrescientModel::default().with_memory_mb(Some(0));
+        assert_eq!(tiny.relational().config().max_entities, 2);
     }
 }

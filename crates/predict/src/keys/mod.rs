@@ -49,7 +49,7 @@
 use std::collections::VecDeque;
 
 use prescient_core::{Event, SmolStr, Timestamp};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 mod calibration;
 mod config;
@@ -186,6 +186,8 @@ impl KeyModel {
     fn decompose(&mut self, event: &Event) {
         self.cur.clear();
         self.scratch_nums.clear();
+        // Text anchors taken so far, by hash: an event with many text ids costs linearly.
+        let mut texts: FxHashSet<Key> = FxHashSet::default();
         for r in &event.entities {
             let Some(k) = self.kind_id(&r.kind) else {
                 continue;
@@ -195,7 +197,7 @@ impl KeyModel {
                 None => {
                     let key = Key::Text(k, r.id.clone());
                     let fp = key.fingerprint();
-                    if !self.cur.iter().any(|a| a.fp == fp && a.key == key) {
+                    if texts.insert(key.clone()) {
                         self.cur.push(Anchor { key, fp, len: 1 });
                     }
                 }

@@ -6,6 +6,14 @@ use super::KeyModel;
 use super::calibration::edge_cell;
 use super::state::{Edge, Key, KindState, MAX_SUCCESSORS, Pending, Window, after};
 
+/// At most this many anchors of an event are tried as successors of each earlier anchor.
+/// An anchor keeps at most [`KeyConfig::max_successors`] edges, so the later anchors of a
+/// wide event would mostly be turned away anyway; without the bound, an event with N
+/// anchors after one with N cost N² edge look-ups.
+///
+/// [`KeyConfig::max_successors`]: super::KeyConfig::max_successors
+const MAX_TARGETS: usize = 64;
+
 impl KeyModel {
     /// Tries the edges of recent anchors against the current anchors, and learns new edges.
     pub(super) fn learn_successors(&mut self) {
@@ -17,7 +25,7 @@ impl KeyModel {
                 let Some(node) = self.nodes.get_mut(&p.key) else {
                     continue;
                 };
-                for a in &self.cur {
+                for a in self.cur.iter().take(MAX_TARGETS) {
                     if a.fp == p.fp && a.key == p.key {
                         continue;
                     }

@@ -1,7 +1,8 @@
 //! The forecast after an event: next types and the entities predicted through their relation
 //! contexts.
 
-use prescient_core::{EntityKey, Event, NextEvent, Prediction, Relation, Timestamp};
+use prescient_core::{EntityKey, Event, NextEvent, Prediction, Relation, SmolStr, Timestamp};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::hist::LogHist;
 
@@ -48,12 +49,13 @@ impl RelationalModel {
             // The event's entities of known kinds, each once.
             let mut fkeys = std::mem::take(&mut self.fkeys);
             fkeys.clear();
+            let mut seen: FxHashSet<EntityKey> = FxHashSet::default();
             for r in &event.entities {
-                if fkeys.iter().any(|(k, _)| k.kind == r.kind && k.id == r.id) {
-                    continue;
-                }
                 if let Some(&kid) = self.kind_ids.get(&r.kind) {
-                    fkeys.push((r.key(), kid));
+                    let key = r.key();
+                    if seen.insert(key.clone()) {
+                        fkeys.push((key, kid));
+                    }
                 }
             }
             (cur, kind, fkeys)
@@ -99,7 +101,14 @@ impl RelationalModel {
                             types: st.hist()[..h]
                                 .iter()
                                 .rev()
-                                .map(|&t| self.s.types[usize::from(t)].clone())
+                                .map(|&t| {
+                                    // Past `MAX_TYPES`, types are one unknown type.
+                                    self.s
+                                        .types
+                                        .get(usize::from(t))
+                                        .cloned()
+                                        .unwrap_or_else(|| SmolStr::new("<other>"))
+                                })
                                 .collect(),
                             count: c.total,
                             distinct: c.next.len(),
@@ -163,6 +172,9 @@ impl RelationalModel {
         // Own entities with the start of their data-age cycle.
         let mut own_cycles = std::mem::take(&mut self.own_cycles);
         own_cycles.clear();
+        // Own entities, and linked ones taken so far: each entity is a candidate once.
+        let own: FxHashSet<&EntityKey> = fkeys.iter().map(|(k, _)| k).collect();
+        let mut linked: FxHashSet<EntityKey> = FxHashSet::default();
         for (key, kid) in &fkeys {
             let st = self.s.young.get(key).or_else(|| self.s.old.get(key));
             own_cycles.push(st.and_then(|s| s.cycle_start));
@@ -171,12 +183,13 @@ impl RelationalModel {
                 continue;
             };
             for l in &st.links {
-                if fkeys.iter().any(|(k, _)| k == l) || cands.iter().any(|c| c.0 == *l) {
+                if own.contains(l) || linked.contains(l) {
                     continue;
                 }
                 let Some(&lk) = self.kind_ids.get(&l.kind) else {
                     continue;
                 };
+                linked.insert(l.clone());
                 cands.push((l.clone(), key.clone(), lk, *kid, 1));
             }
         }
@@ -213,6 +226,11 @@ impl RelationalModel {
         // expiry, with the learned chance of a touch within a window of it.
         let age = self.cfg.min_lead;
         if !age.is_zero() {
+            // Where each entity's (first) prediction is in `ents`.
+            let mut at: FxHashMap<EntityKey, usize> = FxHashMap::default();
+            for (i, p) in ents.iter().enumerate() {
+                at.entry(p.entity.clone()).or_insert(i);
+            }
             for ((key, kid), start) in fkeys.iter().zip(&own_cycles) {
                 let Some(start) = *start else {
                     continue;
@@ -237,7 +255,7 @@ impl RelationalModel {
                     event_type: top_type.clone(),
                     relation: Relation::Same,
                 };
-                match ents.iter().position(|x| x.entity == *key) {
+                match at.get(key).copied() {
                     Some(i) if ents[i].confidence >= conf => {}
                     Some(i) => {
                         ents[i] = p;
@@ -246,6 +264,7 @@ impl RelationalModel {
                         }
                     }
                     None => {
+                        at.insert(key.clone(), ents.len());
                         ents.push(p);
                         if explain {
                             why.push((key.clone(), trials, w));

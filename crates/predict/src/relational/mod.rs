@@ -33,7 +33,8 @@
 //! - **Bounded memory.** Entities live in two generations of at most
 //!   [`RelationalConfig::max_entities`]` / 2` each: when the young one is full, the old one is
 //!   dropped (cold entities are evicted) and the young one becomes old. Contexts beyond
-//!   [`RelationalConfig::max_contexts`] are not created.
+//!   [`RelationalConfig::max_contexts`] are not created. At most [`MAX_TYPES`] event types
+//!   are learned (a forecast costs in proportion to their number).
 //!
 //! [`Relation::Same`]: prescient_core::Relation::Same
 //! [`Relation::Linked`]: prescient_core::Relation::Linked
@@ -41,7 +42,7 @@
 use std::hash::Hasher;
 
 use prescient_core::{EntityKey, Event, SmolStr, Timestamp};
-use rustc_hash::{FxHashMap, FxHasher};
+use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 
 mod calibration;
 mod config;
@@ -57,8 +58,8 @@ mod tests;
 pub use config::{BadContextSpec, ContextSpec, RelationalConfig};
 pub use explain::{ContextUse, ExplainedPrediction, Explanation};
 pub use snapshot::{FORMAT_VERSION, SnapshotError};
-pub use state::MAX_ORDER;
 use state::{Counts, EntityState, RelStats, State};
+pub use state::{MAX_ORDER, MAX_TYPES};
 
 /// The default online model: relational, calibrated, bounded. See the module docs.
 ///
@@ -90,6 +91,8 @@ pub struct RelationalModel {
     scratch: Vec<f64>,
     mix: Vec<f64>,
     keys: Vec<(EntityKey, u16, bool)>,
+    /// Where each entity of the observed event is in `keys`.
+    key_index: FxHashMap<EntityKey, usize>,
     /// The next-type mixture after the last observed event, for its forecast.
     mix_cache: MixCache,
     /// Sequence numbers of tracked events' predictions (calibration), apart from learned ones.
@@ -108,7 +111,7 @@ pub struct RelationalModel {
     ranked: Vec<(u16, f64)>,
     cands: Vec<(EntityKey, EntityKey, u16, u16, u8)>,
     own_cycles: Vec<Option<i64>>,
-    resolved: Vec<u64>,
+    resolved: FxHashSet<u64>,
     linked: Vec<(EntityKey, u16)>,
 }
 
@@ -166,9 +169,22 @@ impl RelationalModel {
         self.s.young.len() + self.s.old.len()
     }
 
+    /// The estimated bytes one tracked entity costs (see [`RelationalConfig::max_entities`]):
+    /// its state, its key and its links. Estimated from the sizes of the types, not
+    /// measured.
+    pub fn estimated_entity_bytes(&self) -> usize {
+        state::estimated_entity_bytes(self.cfg.max_links)
+    }
+
     /// Entities evicted so far.
     pub fn evicted_entities(&self) -> u64 {
         self.s.evicted
+    }
+
+    /// Distinct event types learned (never more than [`MAX_TYPES`], unless restored from a
+    /// snapshot that had more).
+    pub fn types(&self) -> usize {
+        self.s.types.len()
     }
 
     /// Next-type contexts kept now (never more than [`RelationalConfig::max_contexts`]).

@@ -1,10 +1,11 @@
 //! Learning from (or tracking) an event: the [`OnlineModel`] implementation.
 
-use prescient_core::{Event, Forecast, Observe, OnlineModel};
+use prescient_core::{Event, Forecast, Observe, OnlineModel, SmolStr};
+use rustc_hash::FxHashMap;
 
 use super::calibration::{CAL_BINS, CAL_CLASSES, cal_cell};
 use super::context::{mixture, top1};
-use super::state::{EntityState, intern, mark_learned};
+use super::state::{EntityState, MAX_TYPES, intern, mark_learned};
 use super::{RelationalModel, fingerprint};
 
 impl OnlineModel for RelationalModel {
@@ -25,7 +26,12 @@ impl OnlineModel for RelationalModel {
         let now = event.time;
         let nowu = now.as_micros();
         let cap = self.cfg.max_count;
-        let cur = intern(&mut self.s.types, &mut self.type_ids, &event.event_type);
+        let cur = intern(
+            &mut self.s.types,
+            &mut self.type_ids,
+            &event.event_type,
+            MAX_TYPES,
+        );
         let main_idx = event
             .entities
             .iter()
@@ -34,22 +40,41 @@ impl OnlineModel for RelationalModel {
 
         let mut keys = std::mem::take(&mut self.keys);
         keys.clear();
+        // The event's entities, each once: looked up by hash, so that an event with many
+        // entities costs linearly in them.
+        let mut key_index = std::mem::take(&mut self.key_index);
+        key_index.clear();
         let mut main_kind = u16::MAX;
         for (i, r) in event.entities.iter().enumerate() {
-            if let Some((_, kid, _)) = keys
-                .iter()
-                .find(|(k, _, _)| k.kind == r.kind && k.id == r.id)
-            {
+            let key = r.key();
+            if let Some(&at) = key_index.get(&key) {
                 if i == main_idx {
-                    main_kind = *kid;
+                    main_kind = keys[at].1;
                 }
                 continue;
             }
-            let kid = intern(&mut self.s.kinds, &mut self.kind_ids, &r.kind);
+            let kid = intern(
+                &mut self.s.kinds,
+                &mut self.kind_ids,
+                &r.kind,
+                usize::from(u16::MAX),
+            );
             if i == main_idx {
                 main_kind = kid;
             }
-            keys.push((r.key(), kid, i == main_idx));
+            key_index.insert(key.clone(), keys.len());
+            keys.push((key, kid, i == main_idx));
+        }
+        // The last entity of each kind in the event, latest first: the links every entity
+        // of another kind gets from this event.
+        let mut last_of_kind: FxHashMap<&SmolStr, usize> = FxHashMap::default();
+        let mut latest_kinds = Vec::new();
+        if self.cfg.max_links > 0 {
+            for (j, (k, _, _)) in keys.iter().enumerate() {
+                last_of_kind.insert(&k.kind, j);
+            }
+            latest_kinds.extend(last_of_kind.values().copied());
+            latest_kinds.sort_unstable_by(|a, b| b.cmp(a));
         }
         // What the forecast of this event looks up (`u16::MAX`: not interned, full).
         let known = |id: u16| (id != u16::MAX).then_some(id);
@@ -88,9 +113,8 @@ impl OnlineModel for RelationalModel {
             // entity, resolved by this event (once per earlier event).
             if learn && st.seen > 0 {
                 if let Some((seq, t, p, used)) = st.pending
-                    && !resolved.contains(&seq)
+                    && resolved.insert(seq)
                 {
-                    resolved.push(seq);
                     let levels = self.cfg.contexts.len() + 1;
                     if self.s.cal.len() != CAL_CLASSES * CAL_BINS * levels {
                         self.s.cal = vec![(0.0, 0.0); CAL_CLASSES * CAL_BINS * levels];
@@ -157,22 +181,36 @@ impl OnlineModel for RelationalModel {
                 }
                 st.cycle_start = Some(nowu);
             }
-            // Links to the other kinds of this event.
+            // Links to the other kinds of this event: the last entity of each, latest first,
+            // then the earlier links to kinds the event does not have.
             if self.cfg.max_links > 0 {
-                for (j, (k2, _, _)) in keys.iter().enumerate() {
+                let max = self.cfg.max_links;
+                let mut links = Vec::with_capacity(max.min(latest_kinds.len() + st.links.len()));
+                for &j in &latest_kinds {
+                    if links.len() == max {
+                        break;
+                    }
+                    let k2 = &keys[j].0;
                     if j != i && k2.kind != key.kind {
-                        st.links.retain(|l| l.kind != k2.kind);
-                        st.links.insert(0, k2.clone());
+                        links.push(k2.clone());
                     }
                 }
-                st.links.truncate(self.cfg.max_links);
+                for l in st.links.drain(..) {
+                    if links.len() == max {
+                        break;
+                    }
+                    if l.kind == key.kind || !last_of_kind.contains_key(&l.kind) {
+                        links.push(l);
+                    }
+                }
+                st.links = links;
             }
             if learn {
                 let rel = self.rel_id(kid, cur, kid, 0);
                 self.add_trial(rel);
                 st.trigger_same = Some((rel, nowu));
                 for l in &st.links {
-                    if !keys.iter().any(|(k, _, _)| k == l) {
+                    if !key_index.contains_key(l) {
                         linked.push((l.clone(), kid));
                     }
                 }
@@ -235,6 +273,7 @@ impl OnlineModel for RelationalModel {
         }
         self.linked = linked;
         self.resolved = resolved;
+        self.key_index = key_index;
         self.keys = keys;
     }
 

@@ -119,19 +119,37 @@ pub(super) fn mark_learned(learned: &mut Vec<bool>, t: u16) {
     learned[i] = true;
 }
 
+/// At most this many distinct event types are learned. Every next-type forecast is a
+/// distribution over all of them (computed per entity and per context level), so an event
+/// costs in proportion to their number: the bound bounds that cost. Types beyond it are
+/// tracked as one unknown type and never predicted.
+pub const MAX_TYPES: usize = 4096;
+
+/// The id of `s` in `names`, interned if new and fewer than `max` (and than `u16::MAX`) are
+/// known; `u16::MAX` when full.
 pub(super) fn intern(
     names: &mut Vec<SmolStr>,
     ids: &mut FxHashMap<SmolStr, u16>,
     s: &SmolStr,
+    max: usize,
 ) -> u16 {
     if let Some(&i) = ids.get(s) {
         return i;
     }
-    if names.len() >= usize::from(u16::MAX) {
+    if names.len() >= max.min(usize::from(u16::MAX)) {
         return u16::MAX;
     }
     let i = names.len() as u16;
     names.push(s.clone());
     ids.insert(s.clone(), i);
     i
+}
+
+/// The estimated bytes one tracked entity costs: its entry in a generation's hash map (key,
+/// state and the table's control byte, at the table's 7/8 load) and its links (at most
+/// `max_links` keys, on the heap). Estimated: a table just grown holds up to twice the room,
+/// and ids or kinds longer than 23 bytes (kept on the heap) are not counted.
+pub(crate) fn estimated_entity_bytes(max_links: usize) -> usize {
+    let entry = size_of::<EntityKey>() + size_of::<EntityState>() + 1;
+    entry * 8 / 7 + max_links * size_of::<EntityKey>()
 }

@@ -369,3 +369,28 @@ fn top1_confidence_is_calibrated_on_a_noisy_process() {
         "accuracy {acc}, confidence {mean_conf}"
     );
 }
+
+/// Event types beyond `MAX_TYPES` are one unknown type: the forecast's distribution (and so
+/// the cost of an event) stays bounded, and forecasts and explanations after them work.
+#[test]
+fn event_types_are_bounded() {
+    let mut m = RelationalModel::default();
+    let n = super::MAX_TYPES + 500;
+    for i in 0..n {
+        let e = ev(
+            &i.to_string(),
+            &format!("t{i}"),
+            i as i64,
+            &[("case", "c1")],
+        );
+        m.observe(&e, Observe::Learn);
+        let f = m.forecast(&e);
+        assert!(f.next.len() <= m.config().max_next);
+    }
+    assert_eq!(m.types(), super::MAX_TYPES);
+    let e = ev("x", "t1", n as i64, &[("case", "c1")]);
+    m.observe(&e, Observe::Learn);
+    let why = m.explain(&e);
+    assert!(!why.next.is_empty());
+    assert!(why.contexts.iter().all(|c| !c.types.is_empty()));
+}

@@ -206,6 +206,18 @@ impl ReuseModel {
         self.slots.get(slot as usize).map(|s| &s.st)
     }
 
+    /// The estimated bytes one tracked entity costs (see [`ReuseConfig::max_entities`]).
+    /// Estimated from the sizes of the types, not measured.
+    pub fn estimated_entity_bytes(&self) -> usize {
+        state::estimated_entity_bytes()
+    }
+
+    /// Sets the most entities tracked; when more are, the least recently read half is
+    /// forgotten (at the next event). What was learned is kept.
+    pub fn set_max_entities(&mut self, max_entities: usize) {
+        self.cfg.max_entities = max_entities;
+    }
+
     /// Sets the window (the data-age limit); `None` turns predictions off. What was learned
     /// is kept only if the window is unchanged.
     pub fn set_window(&mut self, window: Option<Duration>) {

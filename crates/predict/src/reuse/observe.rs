@@ -3,6 +3,7 @@
 use std::cmp::Reverse;
 
 use prescient_core::{EntityKey, Event, Forecast, Observe, OnlineModel, Relation, Timestamp};
+use rustc_hash::FxHashSet;
 
 use super::ReuseModel;
 use super::copies::CopyState;
@@ -21,14 +22,19 @@ impl OnlineModel for ReuseModel {
         let t = event.time.as_micros();
         self.now = self.now.max(t);
         let ty = hash_str(&event.event_type);
-        for (i, r) in event.entities.iter().enumerate() {
-            if event.entities[..i]
-                .iter()
-                .any(|o| o.kind == r.kind && o.id == r.id)
-            {
+        // The entities this event has handled (each once) and those it writes, by hash: an
+        // event with many entities costs linearly in them.
+        let mut seen: FxHashSet<EntityKey> = FxHashSet::default();
+        let writes: FxHashSet<(&str, &str)> = event
+            .mutations
+            .iter()
+            .map(|m| (m.kind.as_str(), m.id.as_str()))
+            .collect();
+        for r in &event.entities {
+            let key = r.key();
+            if event.entities.len() > 1 && !seen.insert(key.clone()) {
                 continue;
             }
-            let key = r.key();
             let slot = self.index.get(&key).copied();
             let prev = slot.and_then(|i| self.slots.get(i as usize)).map(|s| s.st);
             if let Some(st) = prev
@@ -38,10 +44,7 @@ impl OnlineModel for ReuseModel {
                 // positive that holds this read. A read of a version this event writes would
                 // find any copy refreshed before it stale: for a refresh, its window is a
                 // negative too.
-                let written = event
-                    .mutations
-                    .iter()
-                    .any(|m| m.kind == r.kind && m.id == r.id);
+                let written = writes.contains(&(r.kind.as_str(), r.id.as_str()));
                 let mut pre = None;
                 let mut last_start = None;
                 for j in st.learned + 1..=self.cfg.max_windows {

@@ -52,3 +52,12 @@ pub(super) struct Slot {
     pub(super) st: EntityState,
     pub(super) live: bool,
 }
+
+/// The estimated bytes one tracked entity costs: its entry in the index (key, slot number
+/// and the table's control byte, at the table's 7/8 load), its slot, and its entry in the
+/// heap of windows. Estimated: tables and vectors just grown hold up to twice the room, and
+/// ids or kinds longer than 23 bytes (kept on the heap) are not counted.
+pub(crate) fn estimated_entity_bytes() -> usize {
+    let entry = size_of::<EntityKey>() + size_of::<u32>() + 1;
+    entry * 8 / 7 + size_of::<Slot>() + size_of::<(i64, i64, u32)>()
+}
