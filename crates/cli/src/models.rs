@@ -30,6 +30,7 @@ pub fn build_model(
     kind: ModelKind,
     file: Option<&Path>,
     network: prescient_neural::Cell,
+    memory_mb: Option<usize>,
 ) -> anyhow::Result<Box<dyn OnlineModel>> {
     let file = file.map(Path::to_path_buf);
     let (snapshot, neural) = if kind.is_neural() {
@@ -44,6 +45,7 @@ pub fn build_model(
         network,
         progress: true,
         max_age: None,
+        memory_mb,
     };
     let built = models::build_model(&spec).with_context(|| format!("--model {kind}"))?;
     Ok(built.model)
@@ -64,6 +66,12 @@ pub struct ModelArgs {
     /// three of the four `tax2017` logs, and faster) or `transformer`.
     #[arg(long, default_value = "gru", value_name = "gru|transformer")]
     pub network: prescient_neural::Cell,
+
+    /// The memory, in MiB, the online model may spend on the entities it tracks (past that it
+    /// forgets the least recently seen; `[predictor] memory_mb` in `serve`). Default: each
+    /// part keeps at most a million entities.
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_mb: Option<u64>,
 }
 
 impl ModelArgs {
@@ -87,7 +95,7 @@ impl ModelArgs {
                 self.model
             )
         }
-        let mut model = build_model(kind, file.as_deref(), self.network)?;
+        let mut model = build_model(kind, file.as_deref(), self.network, self.memory_mb())?;
         // Served in-process, on the caller's thread: the replay's virtual time has no deadline.
         model.set_max_age(max_age);
         let source = file.map_or_else(
@@ -95,6 +103,12 @@ impl ModelArgs {
             |p| format!("trained model {}", p.display()),
         );
         Ok((Box::new(Local::new(model)), source))
+    }
+
+    /// `--memory-mb` as a count of MiB.
+    pub fn memory_mb(&self) -> Option<usize> {
+        self.memory_mb
+            .map(|mb| usize::try_from(mb).unwrap_or(usize::MAX))
     }
 
     /// The kind, and the file if `--model` named one.
@@ -145,6 +159,7 @@ mod tests {
         ModelArgs {
             model: model.to_owned(),
             network: prescient_neural::Cell::Gru,
+            memory_mb: None,
         }
     }
 

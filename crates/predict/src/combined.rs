@@ -13,8 +13,7 @@
 //! keeps its most confident prediction; predictions for disjoint windows, or through different
 //! relations, all stay. The prefetcher judges each relation by its own threshold and loads an
 //! entity once (a later plan finds it cached), so a confident prediction of a relation it
-//! distrusts does not hide a plainer one it trusts: on the headline replay, keeping both
-//! closed 0.232 of bpic2012's gap instead of 0.223.
+//! distrusts does not hide a plainer one it trusts.
 //!
 //! **Sources are checked against what happens.** A sample of the entity predictions of each
 //! [`Relation`] (same entity, linked, successor, sequential run, refresh) is watched: a

@@ -235,6 +235,7 @@ pub fn build_predictor(cfg: &Config) -> Result<BuiltPredictor, ServerError> {
         neural: p.neural.clone(),
         // The data-age limit: the longest a prefetched copy may be kept (what times refreshes).
         max_age: Some(Duration::from_millis(cfg.prefetch.max_ttl_ms.max(1))),
+        memory_mb: p.memory_mb,
         ..ModelSpec::default()
     };
     let built = build_model(&spec).map_err(|e| ServerError::Config(format!("[predictor]: {e}")))?;

@@ -195,6 +195,11 @@ impl Config {
                 AdminConfig::MIN_TOKEN_CHARS
             )));
         }
+        if self.predictor.memory_mb == Some(0) {
+            return Err(ConfigError::Invalid(
+                "key `predictor.memory_mb`: must be at least 1 (MiB)".into(),
+            ));
+        }
         if self.admin.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "key `admin.max_body_bytes`: must be at least 1".into(),
@@ -401,6 +406,11 @@ pub struct PredictorConfig {
     /// one while serving.
     #[serde(default)]
     pub neural: Option<PathBuf>,
+    /// The memory, in MiB, that the online model may spend on the entities it tracks: it
+    /// forgets the least recently seen past the number that fits (`docs/deployment.md` gives
+    /// the cost of one). Without it, each part keeps at most a million entities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<usize>,
 }
 
 /// The prefetch planner's knobs (see `prescient_prefetch::PlannerConfig`).

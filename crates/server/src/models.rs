@@ -117,6 +117,9 @@ pub struct ModelSpec {
     pub progress: bool,
     /// The cache's data-age limit, which times refreshes (`None`: entries never expire).
     pub max_age: Option<Duration>,
+    /// A memory budget in MiB for the entities an online model tracks (`None`: the models'
+    /// own bounds). See `PrescientModel::with_memory_mb`.
+    pub memory_mb: Option<usize>,
 }
 
 /// A built model.
@@ -175,7 +178,8 @@ pub fn build_model(spec: &ModelSpec) -> Result<BuiltModel, ModelError> {
         Ok(match &spec.snapshot {
             Some(path) => PrescientModel::new(restore_relational(path)?),
             None => PrescientModel::default(),
-        })
+        }
+        .with_memory_mb(spec.memory_mb))
     };
     let no_snapshot = || match &spec.snapshot {
         Some(_) => Err(ModelError::NoSnapshots(spec.kind)),
@@ -184,17 +188,30 @@ pub fn build_model(spec: &ModelSpec) -> Result<BuiltModel, ModelError> {
     let mut slot = None;
     let mut model: Box<dyn OnlineModel> = match spec.kind {
         ModelKind::Online => Box::new(online()?),
-        ModelKind::Relational => match &spec.snapshot {
-            Some(path) => Box::new(restore_relational(path)?),
-            None => Box::new(RelationalModel::new(RelationalConfig::default())),
-        },
+        ModelKind::Relational => {
+            let mut m = match &spec.snapshot {
+                Some(path) => restore_relational(path)?,
+                None => RelationalModel::new(RelationalConfig::default()),
+            };
+            if let Some(mb) = spec.memory_mb {
+                let mut cfg = m.config().clone();
+                cfg.max_entities = entities_within(mb, m.estimated_entity_bytes());
+                m.reconfigure(cfg);
+            }
+            Box::new(m)
+        }
         ModelKind::Simple => {
             no_snapshot()?;
             Box::new(SimpleModel::new(SimpleConfig::default()))
         }
         ModelKind::Reuse => {
             no_snapshot()?;
-            Box::new(ReuseModel::new(ReuseConfig::default()))
+            let mut m = ReuseModel::new(ReuseConfig::default());
+            if let Some(mb) = spec.memory_mb {
+                let n = entities_within(mb, m.estimated_entity_bytes());
+                m.set_max_entities(n);
+            }
+            Box::new(m)
         }
         ModelKind::Keys => {
             no_snapshot()?;
@@ -229,6 +246,11 @@ pub fn build_model(spec: &ModelSpec) -> Result<BuiltModel, ModelError> {
     };
     model.set_max_age(spec.max_age);
     Ok(BuiltModel { model, slot })
+}
+
+/// How many entities of `per_entity` bytes fit in `mb` MiB (at least 2).
+fn entities_within(mb: usize, per_entity: usize) -> usize {
+    (mb.saturating_mul(1 << 20) / per_entity.max(1)).max(2)
 }
 
 /// A network learner of the spec's kind, drawing its progress on stderr if asked.

@@ -170,3 +170,16 @@ fn the_token_is_never_printed_and_a_short_one_is_refused() {
     .to_string();
     assert!(err.contains("admin.token"), "{err}");
 }
+
+#[test]
+fn the_model_memory_budget_is_read_and_zero_refused() {
+    let base = "[source]\ntype = \"file\"\npath = \"x.jsonl\"\n[cache]\ntype = \"memory\"\n\
+                [store]\ntype = \"sqlite\"\npath = \"x.db\"\n[predictor]\n";
+    let cfg = Config::from_toml_str(&format!("{base}memory_mb = 64\n")).unwrap();
+    assert_eq!(cfg.predictor.memory_mb, Some(64));
+    build::build_predictor(&cfg).unwrap();
+    let err = Config::from_toml_str(&format!("{base}memory_mb = 0\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("predictor.memory_mb"), "{err}");
+}

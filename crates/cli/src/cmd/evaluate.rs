@@ -99,7 +99,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 Box::new(move || RelationalModel::new(fresh.clone())),
             ))
         }
-        _ => build_model(kind, file.as_deref(), args.model.network)?,
+        _ => build_model(
+            kind,
+            file.as_deref(),
+            args.model.network,
+            args.model.memory_mb(),
+        )?,
     };
     let name = log.source.file_name().map_or_else(
         || log.source.display().to_string(),

@@ -21,9 +21,7 @@ pub(super) const NOVEL: usize = 64;
 
 /// An entity counts as novel for this many of its events after touching a novel type, so
 /// that a case stays novel while it runs but a long-lived entity (a resource, a product) does
-/// not stay novel for having been touched when the stream began. (On `env_permit` under
-/// `tax2017`, whose cases are shorter: `ece` 0.064 with 64 as without a limit, and 0.049 for
-/// the ensemble; with 32, 0.063 but 0.051 for the ensemble; with 8, 0.067.)
+/// not stay novel for having been touched when the stream began (`docs/tuning.md`).
 pub(super) const NOVEL_SPAN: u8 = 64;
 
 /// Calibration classes: plain or after an entity's first event, each without or with a

@@ -17,8 +17,8 @@
 //!   event is recorded against the type of the next learned event touching one of its
 //!   entities. The novelty class matters where later cases bring activities the training log
 //!   never had (on `env_permit`, 70% of the test rows): such cases are less predictable, and
-//!   calibrated apart they get lower confidences (`ece` 0.082 to 0.064 there, no other log
-//!   changes by more than 0.001). The mixture computed at the end of `observe` is reused by
+//!   calibrated apart they get lower confidences. The mixture computed at the end of
+//!   `observe` is reused by
 //!   the `forecast` of the same event.
 //! - **When.** Per (kind, type, next type) a log-bucketed histogram of the time until the next
 //!   event of the entity; `expected_at` is its median.

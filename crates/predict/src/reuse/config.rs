@@ -12,17 +12,15 @@ pub struct ReuseConfig {
     pub window: Option<Duration>,
     /// How many windows after a read are considered; later reads start afresh. Every window
     /// considered is predicted and learned from, so this bounds the model's work per entity
-    /// read. On the headline replay, 48 (two days of hourly windows) instead of a week ran
-    /// 1.3x (OCEL) to 1.6x (helpdesk) faster and closed as much of the gap: confident windows
-    /// more than two days after a read were under 4% of all.
+    /// read; confident windows long after a read are rare, so a bound costs little gap
+    /// (`docs/tuning.md`).
     pub max_windows: u32,
     /// The most entities tracked; the least recently read are forgotten first.
     pub max_entities: usize,
     /// The least confidence worth reporting.
     pub min_confidence: f32,
     /// log2 of the number of weights. Every window looks up one weight per feature, at random
-    /// places: a table that fits the core's cache keeps that cheap. On the headline replay, 16
-    /// (512 KiB) closed the same gap as 18 or 20 and ran 5-15% faster than 18.
+    /// places: a table that fits the core's cache keeps that cheap (16 bits: 512 KiB).
     pub weight_bits: u32,
     /// Step size of the (AdaGrad) updates.
     pub learning_rate: f32,
@@ -31,16 +29,14 @@ pub struct ReuseConfig {
     /// One window without a read in this many is learned from, with this weight (chosen by a
     /// hash of the entity, its copy and the window, so that it is reproducible). Windows
     /// without a read far outnumber the others; sampling them keeps the estimate unbiased and
-    /// costs a fraction of the updates, but the estimate is noisier: on the headline replay,
-    /// 8 ran 1.4x faster and closed about a tenth less of the gap. 1 learns from every window.
+    /// costs a fraction of the updates, but the estimate is noisier. 1 learns from every
+    /// window.
     pub negative_sample: u32,
     /// Windows without a read of an entity whose latest window was predicted cold (below
     /// [`COLD`]), or that is asleep, are sampled this many times more sparsely, with the weight to
     /// match. Such a window's gradient is its small probability, so sampling it adds little
-    /// noise, and most windows learned are of this kind: on the OCEL log, 78% of the negatives
-    /// scored below 0.02. On that log, 8 ran this model 1.35x faster than 1; on the headline
-    /// replay it closed the same gap (within 0.1 percentage points, either way), and 32 closed
-    /// slightly less. 1: every such window.
+    /// noise, and most windows learned are of this kind (`docs/tuning.md` has the
+    /// measurements behind the default). 1: every such window.
     pub cold_sample: u32,
     /// After this many windows in a row predicted below [`COLD`], an entity's remaining windows
     /// are not predicted (its windows are still learned from); a read wakes it. Whether that is
