@@ -1,5 +1,6 @@
-//! `prescient bench live`: the live benchmark through NATS, `serve`, Redis and PostgreSQL,
-//! against plain cache-aside on the same Redis and PostgreSQL.
+//! `prescient bench`: `live`, the live benchmark through NATS, `serve`, Redis and PostgreSQL,
+//! against plain cache-aside on the same Redis and PostgreSQL; and `memory`, the model's state
+//! as millions of entities and event types stream through it.
 //!
 //! - this module: the command line and the dispatch;
 //! - [`live`]: the run (seed, start `serve`, publish twice, collect the result);
@@ -7,18 +8,20 @@
 //! - [`consumer`]: the consumer that reads each published event's entities;
 //! - [`reader`]: how it reads them, through the prefetcher or with plain cache-aside;
 //! - [`by_thread`]: the consumer's own runtime and connections;
-//! - [`report`]: the latencies recorded and the result, as JSON or text.
+//! - [`report`]: the latencies recorded and the result, as JSON or text;
+//! - [`memory`]: `bench memory`, the model's memory and speed as its state grows.
 
 mod by_thread;
 mod consumer;
 mod live;
+mod memory;
 mod reader;
 mod report;
 mod serve_config;
 
 use crate::log_args::LogArgs;
 
-/// Benchmarks against live services.
+/// Benchmarks, each printing its result (as JSON with `--json`).
 ///
 /// `bench live` runs `serve` in-process on NATS, Redis and PostgreSQL, publishes a log and
 /// compares a consumer reading through the prefetcher with the same consumer doing plain
@@ -40,7 +43,14 @@ pub enum Which {
     /// table is kept), and publishes to a NATS stream and caches under Redis keys of the run's
     /// own (deleted at the end). It needs the three services (`--nats`, `--redis`,
     /// `--postgres`). It prints a summary, or the whole result as JSON with `--json`.
-    Live(LiveArgs),
+    Live(Box<LiveArgs>),
+    /// Stream millions of distinct entities, then of distinct event types, through the
+    /// model (`--model`, bounded by `--memory-mb`), generated as they are fed, and report the
+    /// peak resident memory and the throughput of each phase, at its start and its end.
+    ///
+    /// Example: `prescient bench memory --memory-mb 256 --entities 10000000 --types 1000000
+    /// --json`.
+    Memory(memory::MemoryArgs),
 }
 
 /// Options of `bench live`.
@@ -125,7 +135,8 @@ impl LiveArgs {
 /// Runs `bench`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.which {
-        Which::Live(a) => live::live(a),
+        Which::Live(a) => live::live(*a),
+        Which::Memory(a) => memory::run(a),
     }
 }
 
