@@ -95,10 +95,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let path = request.uri().path().to_owned();
-    let authorized = request
-        .headers()
-        .get("authorization")
-        .is_some_and(|v| v.as_bytes() == format!("Bearer {TOKEN}").as_bytes());
+    // RFC 7235: the scheme in any case, one or more spaces, the credentials.
+    let authorized = request.headers().get("authorization").is_some_and(|v| {
+        std::str::from_utf8(v.as_bytes()).is_ok_and(|v| {
+            v.split_once(' ').is_some_and(|(scheme, rest)| {
+                scheme.eq_ignore_ascii_case("bearer") && rest.trim_matches([' ', '\t']) == TOKEN
+            })
+        })
+    });
     let response = runtime()
         .block_on(async { tokio::time::timeout(Duration::from_secs(10), app().oneshot(request)).await });
     let response = response.expect("the admin API answered within 10 s").expect("infallible");

@@ -88,9 +88,16 @@ impl Guard {
         let Some(token) = &self.token else {
             return true;
         };
-        let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        // `Bearer` in any case, one or more spaces, the token (RFC 7235 credentials).
+        let Some(value) = authorization else {
             return false;
         };
+        let Some((scheme, given)) = value.split_at_checked(6) else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case(b"bearer") || !given.starts_with(b" ") {
+            return false;
+        }
         constant_time_eq(given.trim_ascii(), token.expose().as_bytes())
     }
 }

@@ -105,6 +105,10 @@ async fn with_a_token_every_route_but_health_needs_it() {
     let (status, text) = http_with(addr, "GET", "/metrics", &[&auth], "").await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("prescient_events_total"), "{text}");
+    // The scheme in any case, and more than one space (found by the admin_request fuzz target).
+    let spaced = format!("Authorization: bearer    {TOKEN}");
+    let (status, text) = http_with(addr, "GET", "/metrics", &[&spaced], "").await;
+    assert_eq!(status, 200, "{text}");
     let (status, text) = http_with(addr, "GET", "/model", &[&auth], "").await;
     assert_eq!(
         status, 409,
