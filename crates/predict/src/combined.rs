@@ -105,6 +105,11 @@ impl Default for PrescientModel {
     }
 }
 
+/// How many times its estimated size an entity is given in a memory budget: a hash table
+/// just grown holds up to twice the room it uses, and ids and link lists past their inline
+/// size live on the heap (`docs/deployment.md` has the measurement behind it).
+pub const TABLE_HEADROOM: usize = 2;
+
 impl PrescientModel {
     /// The default model around `relational` (fresh or restored from a snapshot).
     pub fn new(relational: RelationalModel) -> Self {
@@ -167,11 +172,11 @@ impl PrescientModel {
     ///
     /// The relational and the reuse-time parts each track every entity read, so both get
     /// the same bound: the budget over the estimated bytes one entity costs in the two
-    /// ([`PrescientModel::estimated_entity_bytes`]), at least 2. Estimated from the sizes of
-    /// the types, not measured: a hash table just grown holds up to twice the room, and
-    /// long ids live on the heap. The key part keeps its own bound
-    /// ([`KeyConfig::max_keys`]), and what was learned is not counted. What each part has
-    /// learned is kept.
+    /// ([`PrescientModel::estimated_entity_bytes`]) times [`TABLE_HEADROOM`], at least 2. The
+    /// estimate comes from the sizes of the types; the headroom covers what they do not show:
+    /// a hash table just grown holds up to twice the room it uses, and long ids and link lists
+    /// live on the heap. The key part keeps its own bound ([`KeyConfig::max_keys`]), and what
+    /// was learned is not counted. What each part has learned is kept.
     ///
     /// # Examples
     /// ```
@@ -180,13 +185,16 @@ impl PrescientModel {
     /// let m = PrescientModel::default().with_memory_mb(Some(64));
     /// let n = m.relational().config().max_entities;
     /// assert_eq!(n, m.reuse().config().max_entities);
-    /// assert!(n * m.estimated_entity_bytes() <= 64 << 20);
+    /// assert!(n * m.estimated_entity_bytes() * 2 <= 64 << 20);
     /// ```
     pub fn with_memory_mb(mut self, mb: Option<usize>) -> Self {
         let Some(mb) = mb else {
             return self;
         };
-        let per = self.estimated_entity_bytes().max(1);
+        let per = self
+            .estimated_entity_bytes()
+            .saturating_mul(TABLE_HEADROOM)
+            .max(1);
         let n = (mb.saturating_mul(1 << 20) / per).max(2);
         let mut cfg = self.relational.config().clone();
         cfg.max_entities = n;
@@ -665,7 +673,7 @@ mod tests {
         let mut m = PrescientModel::default().with_memory_mb(Some(1));
         let n = m.relational().config().max_entities;
         assert_eq!(n, m.reuse().config().max_entities);
-        assert_eq!(n, (1 << 20) / m.estimated_entity_bytes());
+        assert_eq!(n, (1 << 20) / (m.estimated_entity_bytes() * TABLE_HEADROOM));
         assert!(n > 100 && n < 100_000, "{n}");
         for i in 0..(3 * n) as i64 {
             let e = Event::new(i.to_string(), "read", Timestamp::from_secs(i))

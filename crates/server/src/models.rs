@@ -248,9 +248,13 @@ pub fn build_model(spec: &ModelSpec) -> Result<BuiltModel, ModelError> {
     Ok(BuiltModel { model, slot })
 }
 
-/// How many entities of `per_entity` bytes fit in `mb` MiB (at least 2).
+/// How many entities of an estimated `per_entity` bytes fit in `mb` MiB, with the headroom
+/// the combined model gives them (at least 2).
 fn entities_within(mb: usize, per_entity: usize) -> usize {
-    (mb.saturating_mul(1 << 20) / per_entity.max(1)).max(2)
+    let per = per_entity
+        .saturating_mul(prescient_predict::combined::TABLE_HEADROOM)
+        .max(1);
+    (mb.saturating_mul(1 << 20) / per).max(2)
 }
 
 /// A network learner of the spec's kind, drawing its progress on stderr if asked.
