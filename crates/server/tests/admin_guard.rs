@@ -7,26 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http, http_with};
-use prescient_core::{Ack, Delivery, Event, EventSource, SourceError};
+use common::{ChannelSource, http, http_with};
+use prescient_core::Event;
 use prescient_server::{Config, ServeReport, ServerError, Service, build};
 use tokio::sync::mpsc;
 
 const TOKEN: &str = "correct-horse-battery-staple";
-
-#[derive(Debug)]
-struct ChannelSource(mpsc::UnboundedReceiver<Event>);
-
-#[async_trait::async_trait]
-impl EventSource for ChannelSource {
-    async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
-        Ok(self.0.recv().await.map(|e| Delivery {
-            payload: Ok(e),
-            attempt: 1,
-            ack: Ack::noop(),
-        }))
-    }
-}
 
 fn config(dir: &std::path::Path, admin: &str) -> Config {
     Config::from_toml_str(&format!(

@@ -9,26 +9,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::http;
-use prescient_core::{Ack, Delivery, EntityRef, Event, EventSource, SourceError, Timestamp};
+use common::{ChannelSource, http};
+use prescient_core::{EntityRef, Event, Timestamp};
 use prescient_neural::{NeuralConfig, NeuralModel};
 use prescient_server::{Config, ServeReport, ServerError, Service, build};
 use tokio::sync::mpsc;
-
-/// Events sent through a channel: the test decides when they arrive.
-#[derive(Debug)]
-struct ChannelSource(mpsc::UnboundedReceiver<Event>);
-
-#[async_trait::async_trait]
-impl EventSource for ChannelSource {
-    async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
-        Ok(self.0.recv().await.map(|e| Delivery {
-            payload: Ok(e),
-            attempt: 1,
-            ack: Ack::noop(),
-        }))
-    }
-}
 
 fn event(case: usize, i: usize, ty: &str) -> Event {
     Event::new(

@@ -1,6 +1,24 @@
 //! Helpers shared by the server's integration tests.
 
+use prescient_core::{Ack, Delivery, Event, EventSource, SourceError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Events sent through a channel: the test decides when they arrive.
+#[derive(Debug)]
+#[allow(dead_code)] // not every test binary feeds a channel
+pub struct ChannelSource(pub mpsc::UnboundedReceiver<Event>);
+
+#[async_trait::async_trait]
+impl EventSource for ChannelSource {
+    async fn next(&mut self) -> Result<Option<Delivery>, SourceError> {
+        Ok(self.0.recv().await.map(|e| Delivery {
+            payload: Ok(e),
+            attempt: 1,
+            ack: Ack::noop(),
+        }))
+    }
+}
 
 /// A minimal HTTP/1.1 request; returns (status, body).
 pub async fn http(
